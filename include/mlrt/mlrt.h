@@ -1,0 +1,12 @@
+/* mlrt: distributed training runtime.  Include this one header. */
+#ifndef MLRT_MLRT_H
+#define MLRT_MLRT_H
+
+#include <mlrt/status.h>
+#include <mlrt/types.h>
+#include <mlrt/log.h>
+#include <mlrt/runtime.h>
+#include <mlrt/comm.h>
+#include <mlrt/store.h>
+
+#endif

@@ -1,0 +1,405 @@
+/* One generation of the gang on this host. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "launcher/agent.h"
+#include "runtime/common.h"
+#include "runtime/rdzv.h"
+
+#define TICK_MS 100
+/* After the last worker is reaped, how long to drain output still held
+ * open by its children before closing the pipes. */
+#define DRAIN_MS 1000
+
+volatile sig_atomic_t agent_interrupted;
+
+extern char **environ;
+
+/* Variables mlrun sets; inherited values of these are dropped. */
+static const char *const owned_vars[] = {
+	"MLRT_RANK", "MLRT_WORLD_SIZE", "MLRT_LOCAL_RANK", "MLRT_LOCAL_SIZE", "MLRT_STORE",
+	"MLRT_JOB_ID", "MLRT_GENERATION", "MLRT_RESTART_COUNT", "MLRT_NODE_RANK", "RANK",
+	"WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+	"GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE",
+	"TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_MAX_RESTARTS",
+};
+
+static int is_owned(const char *entry)
+{
+	for (size_t i = 0; i < MLRTI_ARRAY_LEN(owned_vars); i++) {
+		size_t n = strlen(owned_vars[i]);
+
+		if (strncmp(entry, owned_vars[i], n) == 0 && entry[n] == '=')
+			return 1;
+	}
+	return 0;
+}
+
+typedef struct env_list {
+	char **v;
+	size_t n, cap;
+} env_list;
+
+static int env_add(env_list *e, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int env_add(env_list *e, const char *name, const char *fmt, ...)
+{
+	char value[512], *entry;
+	va_list ap;
+
+	if (e->n + 2 > e->cap) {
+		size_t cap = e->cap ? e->cap * 2 : 64;
+		char **v = realloc(e->v, cap * sizeof(*v));
+
+		if (v == NULL)
+			return -1;
+		e->v = v;
+		e->cap = cap;
+	}
+	if (name == NULL) {
+		entry = strdup(fmt);
+	} else {
+		va_start(ap, fmt);
+		vsnprintf(value, sizeof(value), fmt, ap);
+		va_end(ap);
+		if (asprintf(&entry, "%s=%s", name, value) < 0)
+			entry = NULL;
+	}
+	if (entry == NULL)
+		return -1;
+	e->v[e->n++] = entry;
+	e->v[e->n] = NULL;
+	return 0;
+}
+
+static void env_free(env_list *e)
+{
+	for (size_t i = 0; i < e->n; i++)
+		free(e->v[i]);
+	free(e->v);
+	memset(e, 0, sizeof(*e));
+}
+
+/* The full environment of one worker. */
+static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank, int64_t gen,
+                     int restarts, env_list *e)
+{
+	const mlrti_rdzv_member *me = &r->members[r->index];
+	int rank = me->first_rank + local_rank, fail = 0;
+
+	for (char **p = environ; *p != NULL; p++)
+		if (!is_owned(*p))
+			fail |= env_add(e, NULL, "%s", *p);
+	fail |= env_add(e, "MLRT_RANK", "%d", rank);
+	fail |= env_add(e, "MLRT_WORLD_SIZE", "%d", r->world_size);
+	fail |= env_add(e, "MLRT_LOCAL_RANK", "%d", local_rank);
+	fail |= env_add(e, "MLRT_LOCAL_SIZE", "%d", me->nproc);
+	fail |= env_add(e, "MLRT_NODE_RANK", "%d", r->index);
+	fail |= env_add(e, "MLRT_STORE", "%s", a->store_addr);
+	fail |= env_add(e, "MLRT_JOB_ID", "%s", a->job_id);
+	fail |= env_add(e, "MLRT_GENERATION", "%" PRId64, gen);
+	fail |= env_add(e, "MLRT_RESTART_COUNT", "%d", restarts);
+	/* torchrun's names, so that PyTorch programs run unchanged. */
+	fail |= env_add(e, "RANK", "%d", rank);
+	fail |= env_add(e, "WORLD_SIZE", "%d", r->world_size);
+	fail |= env_add(e, "LOCAL_RANK", "%d", local_rank);
+	fail |= env_add(e, "LOCAL_WORLD_SIZE", "%d", me->nproc);
+	fail |= env_add(e, "GROUP_RANK", "%d", r->index);
+	fail |= env_add(e, "GROUP_WORLD_SIZE", "%d", r->nmembers);
+	fail |= env_add(e, "ROLE_RANK", "%d", rank);
+	fail |= env_add(e, "ROLE_WORLD_SIZE", "%d", r->world_size);
+	fail |= env_add(e, "MASTER_ADDR", "%s", "127.0.0.1");
+	fail |= env_add(e, "MASTER_PORT", "%d", a->master_port);
+	fail |= env_add(e, "TORCHELASTIC_RESTART_COUNT", "%d", restarts);
+	fail |= env_add(e, "TORCHELASTIC_MAX_RESTARTS", "%d", a->o->max_restarts);
+	fail |= env_add(e, "TORCHELASTIC_RUN_ID", "%s", a->job_id);
+	return fail ? -1 : 0;
+}
+
+static int open_log(const agent *a, int rank)
+{
+	char path[4096];
+	int fd;
+
+	if (a->o->log_dir == NULL)
+		return -1;
+	snprintf(path, sizeof(path), "%s/rank-%d.log", a->o->log_dir, rank);
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd < 0)
+		mlrt_log(MLRT_LOG_WARN, "mlrun: cannot write %s: %s; rank %d's output goes to the "
+		                        "terminal only", path, strerror(errno), rank);
+	return fd;
+}
+
+/* State of the host's gang while it runs. */
+typedef struct gang {
+	worker *w;
+	int n;
+	int running;          /* not yet reaped */
+	int stopping;         /* SIGTERM sent; SIGKILL at kill_at */
+	int64_t kill_at;
+	int64_t drain_until;  /* set once every worker is reaped */
+	char abort_key[256];
+} gang;
+
+static void stop_all(agent *a, gang *g, int sig)
+{
+	if (!g->stopping) {
+		g->stopping = 1;
+		g->kill_at = mlrti_now_ms() + a->o->grace_ms;
+	}
+	for (int i = 0; i < g->n; i++)
+		worker_signal(&g->w[i], sig);
+}
+
+/* Publish that this generation is over, for the other ranks and hosts. */
+static void publish_abort(agent *a, gang *g, const char *why)
+{
+	if (mlrt_store_set(a->store, g->abort_key, why, strlen(why)) != MLRT_OK)
+		mlrt_log(MLRT_LOG_WARN, "mlrun: cannot publish the end of the generation to the store");
+}
+
+static void record_failure(agent *a, gang *g, worker *w, gen_outcome *out)
+{
+	char why[512];
+
+	out->result = GEN_FAILED;
+	out->failed_rank = w->rank;
+	out->failed_pid = w->pid;
+	out->exit_code = worker_exit_code(w);
+	out->retryable = out->exit_code >= 128;
+	worker_describe_exit(w, out->how, sizeof(out->how));
+	snprintf(why, sizeof(why), "rank %d (host %s, pid %d) %s", w->rank, a->host, (int)w->pid,
+	         out->how);
+	publish_abort(a, g, why);
+}
+
+static void reap(agent *a, gang *g, gen_outcome *out)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (int i = 0; i < g->n; i++) {
+			worker *w = &g->w[i];
+
+			if (w->pid != pid || w->exited)
+				continue;
+			w->exited = 1;
+			w->status = status;
+			g->running--;
+			if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) &&
+			    out->result == GEN_SUCCEEDED) {
+				/* The first failure is the root cause; the rest follow it. */
+				record_failure(a, g, w, out);
+				stop_all(a, g, SIGTERM);
+			}
+		}
+	}
+}
+
+/* Another host's agent ended the generation. */
+static void check_remote_abort(agent *a, gang *g, gen_outcome *out)
+{
+	void *why = NULL;
+	size_t len;
+
+	if (out->result != GEN_SUCCEEDED || g->stopping)
+		return;
+	if (mlrt_store_get(a->store, g->abort_key, &why, &len) == MLRT_OK) {
+		out->result = GEN_FAILED;
+		out->failed_rank = -1;
+		out->retryable = 1;
+		snprintf(out->error, sizeof(out->error), "%s", (char *)why);
+		stop_all(a, g, SIGTERM);
+	}
+	free(why);
+}
+
+static void handle_signal(agent *a, gang *g, gen_outcome *out)
+{
+	char buf[64];
+	int sig = agent_interrupted;
+
+	while (read(a->signal_fd, buf, sizeof(buf)) > 0)
+		;
+	if (sig == 0)
+		return;
+	if (out->result == GEN_INTERRUPTED) {
+		/* A second interrupt: no more grace. */
+		stop_all(a, g, SIGKILL);
+		return;
+	}
+	out->result = GEN_INTERRUPTED;
+	out->signal = sig;
+	publish_abort(a, g, "mlrun was interrupted");
+	stop_all(a, g, sig);
+}
+
+/* Watch the gang until every worker is reaped and its output drained. */
+static void watch(agent *a, gang *g, const relay_opts *ro, gen_outcome *out)
+{
+	struct pollfd *fds = calloc((size_t)g->n * 2 + 1, sizeof(*fds));
+	stream **streams = calloc((size_t)g->n * 2 + 1, sizeof(*streams));
+	worker **owners = calloc((size_t)g->n * 2 + 1, sizeof(*owners));
+	int64_t next_check = 0;
+
+	if (fds == NULL || streams == NULL || owners == NULL) {
+		/* Without memory to watch, at least leave nothing behind. */
+		stop_all(a, g, SIGKILL);
+		while (g->running > 0 && waitpid(-1, NULL, 0) > 0)
+			g->running--;
+		goto out;
+	}
+	for (;;) {
+		int nfds = 1, open_streams = 0;
+		int64_t now = mlrti_now_ms();
+
+		fds[0].fd = a->signal_fd;
+		fds[0].events = POLLIN;
+		for (int i = 0; i < g->n; i++) {
+			stream *ss[2] = {&g->w[i].out, &g->w[i].err};
+
+			for (int j = 0; j < 2; j++) {
+				if (ss[j]->fd < 0)
+					continue;
+				fds[nfds].fd = ss[j]->fd;
+				fds[nfds].events = POLLIN;
+				streams[nfds] = ss[j];
+				owners[nfds] = &g->w[i];
+				nfds++;
+				open_streams++;
+			}
+		}
+		if (g->running == 0) {
+			if (g->drain_until == 0)
+				g->drain_until = now + DRAIN_MS;
+			if (open_streams == 0 || now >= g->drain_until)
+				break;
+		}
+		if (poll(fds, (nfds_t)nfds, TICK_MS) < 0 && errno != EINTR)
+			break;
+		for (int k = 1; k < nfds; k++)
+			if (fds[k].revents != 0)
+				worker_relay(owners[k], streams[k], ro);
+		if (fds[0].revents != 0 || agent_interrupted)
+			handle_signal(a, g, out);
+		reap(a, g, out);
+		now = mlrti_now_ms();
+		if (g->stopping && now >= g->kill_at)
+			stop_all(a, g, SIGKILL);
+		if (now >= next_check) {
+			check_remote_abort(a, g, out);
+			next_check = now + 2 * TICK_MS;
+		}
+	}
+out:
+	/* Close what grandchildren still hold open. */
+	for (int i = 0; i < g->n; i++) {
+		if (g->w[i].out.fd >= 0)
+			close(g->w[i].out.fd), g->w[i].out.fd = -1;
+		if (g->w[i].err.fd >= 0)
+			close(g->w[i].err.fd), g->w[i].err.fd = -1;
+	}
+	free(fds);
+	free(streams);
+	free(owners);
+}
+
+static int join_gang(agent *a, int64_t gen, mlrti_rdzv_result *r, gen_outcome *out)
+{
+	mlrti_rdzv_opts ro = {
+		.job = a->job_id,
+		.round = gen,
+		.min = a->o->nnodes_min,
+		.max = a->o->nnodes_max,
+		.last_call_ms = a->o->nnodes_min == a->o->nnodes_max ? 0 : a->o->rdzv_last_call_ms,
+		.timeout_ms = a->o->rdzv_timeout_ms,
+		.cancel = &agent_interrupted,
+	};
+	int rc = mlrti_rdzv_join(a->store, &ro, a->host, a->o->nproc, r);
+
+	if (rc == MLRT_OK)
+		return 0;
+	if (rc == MLRT_ERR_ABORTED && agent_interrupted) {
+		out->result = GEN_INTERRUPTED;
+		out->signal = agent_interrupted;
+		return -1;
+	}
+	out->result = GEN_NOT_FORMED;
+	if (r->error[0] != '\0')
+		snprintf(out->error, sizeof(out->error), "%s", r->error);
+	else
+		snprintf(out->error, sizeof(out->error), "rendezvous of generation %" PRId64
+		         " failed: %s", gen, mlrt_strerror(rc));
+	return -1;
+}
+
+void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome *out)
+{
+	relay_opts ro = {.tag = a->o->tag_output > 0};
+	mlrti_rdzv_result r;
+	gang g = {0};
+	env_list env = {0};
+
+	memset(out, 0, sizeof(*out));
+	out->result = GEN_SUCCEEDED;
+	out->failed_rank = -1;
+	snprintf(g.abort_key, sizeof(g.abort_key), "%s/g%" PRId64 "/abort", a->job_id, gen);
+
+	if (join_gang(a, gen, &r, out) != 0) {
+		mlrti_rdzv_result_fini(&r);
+		return;
+	}
+	g.n = r.members[r.index].nproc;
+	g.w = calloc((size_t)g.n, sizeof(*g.w));
+	if (g.w == NULL) {
+		out->result = GEN_ERROR;
+		snprintf(out->error, sizeof(out->error), "out of memory for %d workers", g.n);
+		goto done;
+	}
+	mlrt_log(MLRT_LOG_INFO, "mlrun: generation %" PRId64 ": %d worker(s) here, world size %d",
+	         gen, g.n, r.world_size);
+	for (int i = 0; i < g.n; i++) {
+		worker *w = &g.w[i];
+
+		w->rank = r.members[r.index].first_rank + i;
+		w->local_rank = i;
+		w->out.fd = w->err.fd = -1;
+		w->log_fd = open_log(a, w->rank);
+		env_free(&env);
+		if (build_env(a, &r, i, gen, restart_count, &env) != 0 ||
+		    worker_spawn(w, a->program, a->o->argv, env.v) != 0) {
+			out->result = GEN_ERROR;
+			snprintf(out->error, sizeof(out->error), "cannot start rank %d (%s): %s",
+			         w->rank, a->program, strerror(errno));
+			publish_abort(a, &g, out->error);
+			stop_all(a, &g, SIGKILL);
+			break;
+		}
+		g.running++;
+	}
+	watch(a, &g, &ro, out);
+	if (out->result == GEN_FAILED && out->failed_rank >= 0) {
+		for (int i = 0; i < g.n; i++)
+			if (g.w[i].rank == out->failed_rank)
+				out->err_tail = g.w[i].err_tail;
+	}
+done:
+	for (int i = 0; g.w != NULL && i < g.n; i++)
+		if (g.w[i].log_fd >= 0)
+			close(g.w[i].log_fd);
+	free(g.w);
+	env_free(&env);
+	mlrti_rdzv_result_fini(&r);
+}

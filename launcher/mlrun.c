@@ -1,0 +1,317 @@
+/* mlrun: start a gang of workers, watch it, restart it on failure.
+ *
+ *   mlrun [options] -- PROGRAM ARGS...   run a job (see mlrun --help)
+ *   mlrun store [--host H] [--port P]    run a standalone store
+ *
+ * On one host mlrun is the store, the controller (restart policy) and the
+ * host's agent at once; docs/launcher.md has the whole picture. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <mlrt/log.h>
+#include <mlrt/store.h>
+
+#include "launcher/agent.h"
+#include "launcher/options.h"
+#include "runtime/common.h"
+
+#define BACKOFF_FIRST_MS 200
+#define BACKOFF_MAX_MS 10000
+
+static int signal_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+	int saved = errno;
+	char c = (char)sig;
+
+	if (sig != SIGCHLD)
+		agent_interrupted = sig;
+	if (write(signal_pipe[1], &c, 1) < 0) {
+		/* The pipe is full: a wake-up is already pending. */
+	}
+	errno = saved;
+}
+
+static int install_signals(void)
+{
+	struct sigaction sa;
+	const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGCHLD};
+
+	if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+		return -1;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < MLRTI_ARRAY_LEN(sigs); i++)
+		if (sigaction(sigs[i], &sa, NULL) != 0)
+			return -1;
+	signal(SIGPIPE, SIG_IGN);
+	return 0;
+}
+
+/* A free TCP port for MASTER_PORT (torch's TCPStore in rank 0). */
+static int free_port(void)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = 29500;
+
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sin, &len) == 0)
+		port = ntohs(sin.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return port;
+}
+
+static void print_tail(const char *who, const tail *t)
+{
+	if (t->count == 0)
+		return;
+	fprintf(stderr, "mlrun: last %d line(s) of %s's stderr:\n", t->count, who);
+	for (int i = 0; i < t->count; i++) {
+		int slot = (t->next - t->count + i + TAIL_LINES) % TAIL_LINES;
+
+		fprintf(stderr, "  | %s\n", t->lines[slot]);
+	}
+}
+
+/* The root-cause summary: one place that says what went wrong first. */
+static void summarise(const agent *a, const gen_outcome *out, int64_t gen, int restarts,
+                      const char *verdict)
+{
+	char who[32];
+
+	if (out->failed_rank < 0) {
+		fprintf(stderr, "mlrun: job %s failed in generation %" PRId64 ": %s (%s)\n",
+		        a->job_id, gen, out->error, verdict);
+		return;
+	}
+	snprintf(who, sizeof(who), "rank %d", out->failed_rank);
+	fprintf(stderr,
+	        "mlrun: job %s failed in generation %" PRId64 ": rank %d (host %s, pid %d) %s; "
+	        "restarts used: %d of %d (%s)\n",
+	        a->job_id, gen, out->failed_rank, a->host, (int)out->failed_pid, out->how, restarts,
+	        a->o->max_restarts, verdict);
+	print_tail(who, &out->err_tail);
+}
+
+/* Should a failed generation be restarted?  verdict explains the answer. */
+static int should_restart(const mlrun_opts *o, const gen_outcome *out, int restarts,
+                          const char **verdict)
+{
+	if (o->policy == RESTART_NEVER) {
+		*verdict = "restart policy 'never'";
+		return 0;
+	}
+	if (o->policy == RESTART_EXIT_CODE && !out->retryable) {
+		*verdict = "exit codes 1-127 are permanent under restart policy 'exit-code'";
+		return 0;
+	}
+	if (restarts >= o->max_restarts) {
+		*verdict = o->max_restarts == 0 ? "no restarts allowed (--max-restarts 0)"
+		                                 : "out of restarts";
+		return 0;
+	}
+	*verdict = "restarting";
+	return 1;
+}
+
+/* 200 ms before the first restart, doubling up to 10 s. */
+static int backoff_ms(int restarts)
+{
+	int ms = BACKOFF_FIRST_MS;
+
+	for (int i = 0; i < restarts && ms < BACKOFF_MAX_MS; i++)
+		ms *= 2;
+	return ms < BACKOFF_MAX_MS ? ms : BACKOFF_MAX_MS;
+}
+
+/* Wait ms, waking early for an interrupt. */
+static void backoff(int ms)
+{
+	int64_t until = mlrti_now_ms() + ms;
+
+	while (!agent_interrupted && mlrti_now_ms() < until)
+		usleep(10000);
+}
+
+static int run_job(mlrun_opts *o)
+{
+	char job_id[128], host[256] = "localhost", gen_prefix[192];
+	mlrt_store_server *srv = NULL;
+	mlrt_store *store = NULL;
+	agent a = {0};
+	sigset_t mask;
+	int restarts = 0, status = 1, rc;
+	int64_t gen = 0;
+
+	a.program = worker_find_program(o->argv[0]);
+	if (a.program == NULL) {
+		fprintf(stderr, "mlrun: cannot run program '%s': %s%s\n", o->argv[0], strerror(errno),
+		        strchr(o->argv[0], '/') ? "" : " (searched PATH)");
+		return 2;
+	}
+	if (o->log_dir != NULL && mkdir(o->log_dir, 0755) != 0 && errno != EEXIST) {
+		fprintf(stderr, "mlrun: cannot create --log-dir %s: %s\n", o->log_dir, strerror(errno));
+		free(a.program);
+		return 2;
+	}
+	if (o->tag_output < 0)
+		o->tag_output = isatty(STDOUT_FILENO);
+	if (o->job_id != NULL)
+		snprintf(job_id, sizeof(job_id), "%s", o->job_id);
+	else
+		snprintf(job_id, sizeof(job_id), "mlrt-%d", (int)getpid());
+	gethostname(host, sizeof(host) - 1);
+
+	if (install_signals() != 0) {
+		fprintf(stderr, "mlrun: cannot install signal handlers: %s\n", strerror(errno));
+		goto out;
+	}
+	/* The store's thread inherits a mask that keeps our signals for the
+	 * main thread, whose handler feeds the agent's self-pipe. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGCHLD);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	rc = mlrt_store_server_start("tcp://127.0.0.1:0", &srv);
+	pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
+	if (rc == MLRT_OK)
+		rc = mlrt_store_open(mlrt_store_server_addr(srv), &store);
+	if (rc != MLRT_OK) {
+		fprintf(stderr, "mlrun: cannot start the job's store: %s\n", mlrt_strerror(rc));
+		goto out;
+	}
+	a.o = o;
+	a.store = store;
+	a.store_addr = mlrt_store_server_addr(srv);
+	a.job_id = job_id;
+	a.host = host;
+	a.master_port = free_port();
+	a.signal_fd = signal_pipe[0];
+	mlrt_log(MLRT_LOG_INFO, "mlrun: job %s, store at %s", job_id, a.store_addr);
+
+	for (;;) {
+		gen_outcome out;
+		const char *verdict;
+		int64_t failed_at;
+
+		agent_run_generation(&a, gen, restarts, &out);
+		switch (out.result) {
+		case GEN_SUCCEEDED:
+			status = 0;
+			goto out;
+		case GEN_INTERRUPTED:
+			fprintf(stderr, "mlrun: interrupted by signal %d; workers stopped\n", out.signal);
+			status = 128 + out.signal;
+			goto out;
+		case GEN_NOT_FORMED:
+		case GEN_ERROR:
+			fprintf(stderr, "mlrun: %s\n", out.error);
+			status = 1;
+			goto out;
+		case GEN_FAILED:
+			break;
+		}
+		failed_at = mlrti_now_ms();
+		if (!should_restart(o, &out, restarts, &verdict)) {
+			summarise(&a, &out, gen, restarts, verdict);
+			status = out.exit_code != 0 ? out.exit_code : 1;
+			goto out;
+		}
+		summarise(&a, &out, gen, restarts, verdict);
+		/* The old generation's keys are no longer needed. */
+		snprintf(gen_prefix, sizeof(gen_prefix), "%s/g%" PRId64 "/", job_id, gen);
+		mlrt_store_delete_prefix(store, gen_prefix, NULL);
+		backoff(backoff_ms(restarts));
+		restarts++;
+		gen++;
+		fprintf(stderr, "mlrun: restarting the gang as generation %" PRId64
+		                " (restart %d of %d) after %" PRId64 " ms\n",
+		        gen, restarts, o->max_restarts, mlrti_now_ms() - failed_at);
+	}
+out:
+	mlrt_store_close(store);
+	if (srv != NULL)
+		mlrt_store_server_stop(srv);
+	free(a.program);
+	return status;
+}
+
+/* mlrun store: a standalone store until SIGINT/SIGTERM. */
+static int run_store(int argc, char **argv)
+{
+	const char *host = "0.0.0.0";
+	char endpoint[300];
+	int64_t port = 29400;
+	mlrt_store_server *srv;
+	sigset_t set;
+	int sig, rc;
+
+	for (int i = 1; i < argc; i++) {
+		if ((strcmp(argv[i], "--port") == 0 || strcmp(argv[i], "-p") == 0) && i + 1 < argc) {
+			if (mlrti_parse_int(argv[++i], 0, 65535, &port) != MLRT_OK) {
+				fprintf(stderr, "mlrun store: invalid --port '%s': want 0 to 65535\n", argv[i]);
+				return 2;
+			}
+		} else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc) {
+			host = argv[++i];
+		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			printf("usage: mlrun store [--host ADDR] [--port P]\n"
+			       "Serve a standalone mlrt store (default 0.0.0.0:29400; port 0 picks a\n"
+			       "free one) until SIGINT or SIGTERM.  Prints the address to connect to.\n");
+			return 0;
+		} else {
+			fprintf(stderr, "mlrun store: unknown argument '%s' (see mlrun store --help)\n",
+			        argv[i]);
+			return 2;
+		}
+	}
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	snprintf(endpoint, sizeof(endpoint), "tcp://%s:%d", host, (int)port);
+	rc = mlrt_store_server_start(endpoint, &srv);
+	if (rc != MLRT_OK) {
+		fprintf(stderr, "mlrun store: cannot serve at %s: %s\n", endpoint, mlrt_strerror(rc));
+		return 1;
+	}
+	printf("%s\n", mlrt_store_server_addr(srv));
+	fflush(stdout);
+	sigwait(&set, &sig);
+	mlrt_store_server_stop(srv);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	mlrun_opts o;
+	int rc;
+
+	if (argc > 1 && strcmp(argv[1], "store") == 0)
+		return run_store(argc - 1, argv + 1);
+	rc = mlrun_parse_options(argc, argv, &o, stderr);
+	if (rc == 1)
+		return 0;
+	if (rc != 0)
+		return rc;
+	if (o.verbose && getenv("MLRT_LOG_LEVEL") == NULL)
+		mlrt_log_set_level(MLRT_LOG_INFO);
+	return run_job(&o);
+}

@@ -1,0 +1,231 @@
+/* mlrun's command line: getopt_long_only, so that mpirun's -np and
+ * torchrun's --nproc-per-node both read naturally. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mlrt_config.h"
+#include "launcher/options.h"
+#include "runtime/common.h"
+
+enum {
+	OPT_NP = 'n',
+	OPT_HELP = 'h',
+	OPT_VERBOSE = 'v',
+	OPT_RESTART_POLICY = 256,
+	OPT_MAX_RESTARTS,
+	OPT_GRACE,
+	OPT_TAG,
+	OPT_NO_TAG,
+	OPT_LOG_DIR,
+	OPT_JOB_ID,
+	OPT_NNODES,
+	OPT_RDZV_TIMEOUT,
+	OPT_RDZV_LAST_CALL,
+	OPT_VERSION,
+};
+
+static const struct option long_opts[] = {
+	{"np", required_argument, NULL, OPT_NP},
+	{"nproc-per-node", required_argument, NULL, OPT_NP},
+	{"nnodes", required_argument, NULL, OPT_NNODES},
+	{"restart-policy", required_argument, NULL, OPT_RESTART_POLICY},
+	{"max-restarts", required_argument, NULL, OPT_MAX_RESTARTS},
+	{"grace-period", required_argument, NULL, OPT_GRACE},
+	{"tag-output", no_argument, NULL, OPT_TAG},
+	{"no-tag-output", no_argument, NULL, OPT_NO_TAG},
+	{"log-dir", required_argument, NULL, OPT_LOG_DIR},
+	{"job-id", required_argument, NULL, OPT_JOB_ID},
+	{"rdzv-timeout", required_argument, NULL, OPT_RDZV_TIMEOUT},
+	{"rdzv-last-call", required_argument, NULL, OPT_RDZV_LAST_CALL},
+	{"verbose", no_argument, NULL, OPT_VERBOSE},
+	{"help", no_argument, NULL, OPT_HELP},
+	{"version", no_argument, NULL, OPT_VERSION},
+	{NULL, 0, NULL, 0},
+};
+
+void mlrun_print_help(FILE *f)
+{
+	fputs(
+	"usage: mlrun [options] [--] PROGRAM [ARGS...]\n"
+	"       mlrun store [--host ADDR] [--port P]\n"
+	"\n"
+	"Start PROGRAM as a gang of workers that link libmlrt (or any program that\n"
+	"reads torchrun's RANK/WORLD_SIZE/... variables), watch them, and restart\n"
+	"the gang from its last checkpoint when a worker fails.\n"
+	"\n"
+	"Workers:\n"
+	"  -np, --nproc-per-node N  workers to start on this host (default 1)\n"
+	"  --nnodes MIN[:MAX]       agents (hosts) the gang needs (default 1)\n"
+	"  --job-id ID              job name, used in store keys (default mlrt-<pid>)\n"
+	"\n"
+	"Failures:\n"
+	"  --restart-policy P       on-failure | exit-code | never (default on-failure)\n"
+	"                           exit-code: exit codes 1-127 are permanent failures,\n"
+	"                           128 and up (signals) are retried\n"
+	"  --max-restarts K         restarts allowed before giving up (default 0)\n"
+	"  --grace-period SEC       from SIGTERM to SIGKILL when stopping workers\n"
+	"                           (default 5)\n"
+	"\n"
+	"Rendezvous:\n"
+	"  --rdzv-timeout SEC       deadline for the gang to form (default 60)\n"
+	"  --rdzv-last-call SEC     wait for more agents once MIN joined (default 1)\n"
+	"\n"
+	"Output:\n"
+	"  --tag-output             prefix each line with the worker's rank ([3]: ...);\n"
+	"                           on by default when stdout is a terminal\n"
+	"  --no-tag-output          never prefix\n"
+	"  --log-dir DIR            also write each rank's output to DIR/rank-R.log\n"
+	"  -v, --verbose            log what mlrun does (MLRT_LOG_LEVEL=info)\n"
+	"  -h, --help               this text\n"
+	"  --version                mlrun's version\n"
+	"\n"
+	"Workers get MLRT_RANK MLRT_WORLD_SIZE MLRT_LOCAL_RANK MLRT_LOCAL_SIZE\n"
+	"MLRT_STORE MLRT_JOB_ID MLRT_GENERATION MLRT_RESTART_COUNT and torchrun's\n"
+	"RANK WORLD_SIZE LOCAL_RANK LOCAL_WORLD_SIZE MASTER_ADDR MASTER_PORT.\n"
+	"\n"
+	"Exit status: 0 when every worker exited 0; the failing worker's exit code\n"
+	"(128+signal when killed) when the job failed; 2 for bad usage.\n",
+	f);
+}
+
+static int bad(FILE *err, const char *what, const char *value, const char *want)
+{
+	fprintf(err, "mlrun: invalid %s '%s': %s (see mlrun --help)\n", what, value, want);
+	return 2;
+}
+
+/* Seconds, possibly fractional, to milliseconds in [0, max_s]. */
+static int parse_seconds(const char *s, double max_s, int *ms)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (end == s || *end != '\0' || !(v >= 0) || v > max_s)
+		return -1;
+	*ms = (int)(v * 1000.0 + 0.5);
+	return 0;
+}
+
+static int parse_nnodes(const char *s, int *min, int *max)
+{
+	int64_t a, b;
+	char buf[64];
+	char *colon;
+
+	if (strlen(s) >= sizeof(buf))
+		return -1;
+	strcpy(buf, s);
+	colon = strchr(buf, ':');
+	if (colon != NULL)
+		*colon = '\0';
+	if (mlrti_parse_int(buf, 1, 100000, &a) != MLRT_OK)
+		return -1;
+	b = a;
+	if (colon != NULL && mlrti_parse_int(colon + 1, a, 100000, &b) != MLRT_OK)
+		return -1;
+	*min = (int)a;
+	*max = (int)b;
+	return 0;
+}
+
+int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
+{
+	int64_t v;
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->nproc = 1;
+	o->nnodes_min = o->nnodes_max = 1;
+	o->policy = RESTART_ON_FAILURE;
+	o->grace_ms = 5000;
+	o->tag_output = -1;
+	o->rdzv_timeout_ms = 60000;
+	o->rdzv_last_call_ms = 1000;
+
+	optind = 1;
+	opterr = 0;
+	/* "+": stop at the first non-option, which is the program. */
+	while ((c = getopt_long_only(argc, argv, "+:n:hv", long_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_NP:
+			if (mlrti_parse_int(optarg, 1, 65536, &v) != MLRT_OK)
+				return bad(err, "worker count", optarg, "want an integer from 1 to 65536");
+			o->nproc = (int)v;
+			break;
+		case OPT_NNODES:
+			if (parse_nnodes(optarg, &o->nnodes_min, &o->nnodes_max) != 0)
+				return bad(err, "--nnodes", optarg, "want N or MIN:MAX with 1 <= MIN <= MAX");
+			break;
+		case OPT_RESTART_POLICY:
+			if (strcmp(optarg, "on-failure") == 0)
+				o->policy = RESTART_ON_FAILURE;
+			else if (strcmp(optarg, "exit-code") == 0)
+				o->policy = RESTART_EXIT_CODE;
+			else if (strcmp(optarg, "never") == 0)
+				o->policy = RESTART_NEVER;
+			else
+				return bad(err, "--restart-policy", optarg,
+				           "want on-failure, exit-code or never");
+			break;
+		case OPT_MAX_RESTARTS:
+			if (mlrti_parse_int(optarg, 0, 1000000, &v) != MLRT_OK)
+				return bad(err, "--max-restarts", optarg, "want an integer >= 0");
+			o->max_restarts = (int)v;
+			break;
+		case OPT_GRACE:
+			if (parse_seconds(optarg, 3600, &o->grace_ms) != 0)
+				return bad(err, "--grace-period", optarg, "want seconds from 0 to 3600");
+			break;
+		case OPT_RDZV_TIMEOUT:
+			if (parse_seconds(optarg, 86400, &o->rdzv_timeout_ms) != 0)
+				return bad(err, "--rdzv-timeout", optarg, "want seconds from 0 to 86400");
+			break;
+		case OPT_RDZV_LAST_CALL:
+			if (parse_seconds(optarg, 3600, &o->rdzv_last_call_ms) != 0)
+				return bad(err, "--rdzv-last-call", optarg, "want seconds from 0 to 3600");
+			break;
+		case OPT_TAG:
+			o->tag_output = 1;
+			break;
+		case OPT_NO_TAG:
+			o->tag_output = 0;
+			break;
+		case OPT_LOG_DIR:
+			o->log_dir = optarg;
+			break;
+		case OPT_JOB_ID:
+			if (optarg[0] == '\0' || strlen(optarg) > 100 || strchr(optarg, '/') != NULL)
+				return bad(err, "--job-id", optarg,
+				           "want 1 to 100 characters without '/'");
+			o->job_id = optarg;
+			break;
+		case OPT_VERBOSE:
+			o->verbose = 1;
+			break;
+		case OPT_HELP:
+			mlrun_print_help(stdout);
+			return 1;
+		case OPT_VERSION:
+			printf("mlrun (mlrt) %s\n", MLRT_VERSION);
+			return 1;
+		case ':':
+			fprintf(err, "mlrun: option '%s' needs a value (see mlrun --help)\n",
+			        argv[optind - 1]);
+			return 2;
+		default:
+			if (optopt != 0 && optopt < 256)
+				fprintf(err, "mlrun: unknown option '-%c' (see mlrun --help)\n", optopt);
+			else
+				fprintf(err, "mlrun: unknown option '%s' (see mlrun --help)\n",
+				        argv[optind - 1]);
+			return 2;
+		}
+	}
+	if (optind >= argc) {
+		fprintf(err, "mlrun: no program to run (usage: mlrun [options] -- PROGRAM [ARGS...])\n");
+		return 2;
+	}
+	o->argv = argv + optind;
+	return 0;
+}

@@ -1,0 +1,46 @@
+/* Identity bootstrap: who this process is, read from the environment of
+ * the launcher that started it (mlrun, torchrun, Open MPI, Slurm).
+ * Not installed.  See docs/runtime.md for the variables. */
+#ifndef MLRT_RUNTIME_ENV_H
+#define MLRT_RUNTIME_ENV_H
+
+#include <stdint.h>
+
+#include <mlrt/runtime.h>
+
+#define MLRTI_ADDR_MAX 256
+#define MLRTI_JOB_MAX 128
+
+/* How this process finds the job's store. */
+typedef enum mlrti_store_mode {
+	MLRTI_STORE_NONE = 0,    /* a world of one: no store needed */
+	MLRTI_STORE_CONNECT = 1, /* connect to store_addr (rank 0 included) */
+	MLRTI_STORE_HOST = 2,    /* rank 0 serves at store_bind, all connect to store_addr */
+	MLRTI_STORE_MPI = 3,     /* rank 0 serves; the address travels by MPI_Bcast */
+} mlrti_store_mode;
+
+typedef struct mlrti_identity {
+	mlrt_launcher launcher;
+	int rank;
+	int size;
+	int local_rank;
+	int local_size;
+	int64_t generation;
+	int restart_count;
+	char job_id[MLRTI_JOB_MAX];
+	mlrti_store_mode store_mode;
+	char store_addr[MLRTI_ADDR_MAX]; /* "tcp://HOST:PORT" */
+	char store_bind[MLRTI_ADDR_MAX]; /* where rank 0 binds (MLRTI_STORE_HOST) */
+} mlrti_identity;
+
+/* Fill id from the environment.  have_mpi says whether this build can
+ * bootstrap through MPI.  Errors (MLRT_ERR_INVALID) are logged with the
+ * variable at fault and what to set instead. */
+int mlrti_env_identity(mlrti_identity *id, int have_mpi);
+
+/* Local task count of node node_id from a Slurm tasks-per-node list such as
+ * "2(x3),1" (nodes 0-2 run 2 tasks, node 3 runs 1).  -1 when malformed or
+ * node_id is out of range. */
+int mlrti_slurm_tasks_on_node(const char *list, int node_id);
+
+#endif

@@ -1,0 +1,35 @@
+# Shared helpers for the multi-process tests (sourced by bash).
+set -u
+
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
+
+# A scratch directory removed on exit, whatever happens.
+TMP=$(mktemp -d /tmp/mlrt-test.XXXXXX)
+cleanup_hooks=()
+cleanup() {
+	for h in "${cleanup_hooks[@]}"; do eval "$h" || true; done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# wait_for_files N GLOB TIMEOUT_S: until N files match GLOB.
+wait_for_files() {
+	local n=$1 glob=$2 deadline=$((SECONDS + $3))
+	while [ "$(compgen -G "$glob" | wc -l)" -lt "$n" ]; do
+		[ $SECONDS -ge $deadline ] && return 1
+		sleep 0.05
+	done
+	return 0
+}
+
+now_ms() { date +%s%3N; }
+
+# pid_alive PID: true while PID exists and is not a zombie.
+pid_alive() {
+	local st
+	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "${st:0:1}" != Z ]
+}
