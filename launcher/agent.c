@@ -49,14 +49,9 @@ typedef struct env_list {
 	size_t n, cap;
 } env_list;
 
-static int env_add(env_list *e, const char *name, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int env_add(env_list *e, const char *name, const char *fmt, ...)
+/* Append entry ("NAME=value", copied) to e. */
+static int env_push(env_list *e, const char *entry)
 {
-	char value[512], *entry;
-	va_list ap;
-
 	if (e->n + 2 > e->cap) {
 		size_t cap = e->cap ? e->cap * 2 : 64;
 		char **v = realloc(e->v, cap * sizeof(*v));
@@ -66,20 +61,26 @@ static int env_add(env_list *e, const char *name, const char *fmt, ...)
 		e->v = v;
 		e->cap = cap;
 	}
-	if (name == NULL) {
-		entry = strdup(fmt);
-	} else {
-		va_start(ap, fmt);
-		vsnprintf(value, sizeof(value), fmt, ap);
-		va_end(ap);
-		if (asprintf(&entry, "%s=%s", name, value) < 0)
-			entry = NULL;
-	}
-	if (entry == NULL)
+	e->v[e->n] = strdup(entry);
+	if (e->v[e->n] == NULL)
 		return -1;
-	e->v[e->n++] = entry;
-	e->v[e->n] = NULL;
+	e->v[++e->n] = NULL;
 	return 0;
+}
+
+static int env_add(env_list *e, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int env_add(env_list *e, const char *name, const char *fmt, ...)
+{
+	char entry[640];
+	int n = snprintf(entry, sizeof(entry), "%s=", name);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(entry + n, sizeof(entry) - (size_t)n, fmt, ap);
+	va_end(ap);
+	return env_push(e, entry);
 }
 
 static void env_free(env_list *e)
@@ -99,7 +100,7 @@ static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank,
 
 	for (char **p = environ; *p != NULL; p++)
 		if (!is_owned(*p))
-			fail |= env_add(e, NULL, "%s", *p);
+			fail |= env_push(e, *p);
 	fail |= env_add(e, "MLRT_RANK", "%d", rank);
 	fail |= env_add(e, "MLRT_WORLD_SIZE", "%d", r->world_size);
 	fail |= env_add(e, "MLRT_LOCAL_RANK", "%d", local_rank);

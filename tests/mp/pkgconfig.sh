@@ -12,7 +12,7 @@ PKG_CONFIG_PATH="$MESON_BUILD_ROOT/meson-uninstalled" pkg-config --exists mlrt |
 $cc -o "$TMP/hello-uninst" "$src" \
 	$(PKG_CONFIG_PATH="$MESON_BUILD_ROOT/meson-uninstalled" pkg-config --cflags --libs mlrt) ||
 	fail "build against the uninstalled tree failed"
-libdir=$(PKG_CONFIG_PATH="$MESON_BUILD_ROOT/meson-uninstalled" pkg-config --variable=libdir mlrt)
+libdir=$(PKG_CONFIG_PATH="$MESON_BUILD_ROOT/meson-uninstalled" pkg-config --libs-only-L mlrt | sed 's/^ *-L//; s/ .*//')
 LD_LIBRARY_PATH="$libdir" "$MLRUN" -np 3 --no-tag-output "$TMP/hello-uninst" >"$TMP/out" 2>"$TMP/err" ||
 	fail "uninstalled hello failed: $(cat "$TMP/err")"
 grep -q 'all 3 ranks passed the barrier' "$TMP/out" || fail "output: $(cat "$TMP/out")"
