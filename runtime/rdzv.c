@@ -107,11 +107,13 @@ static void describe_failure(mlrt_store *st, const round_keys *k, const mlrti_rd
 			                       ml ? ", " : "", o->expected[e]);
 		free(val);
 	}
+	if (o->nexpected == 0 && n < o->min)
+		snprintf(missing, sizeof(missing), "%d more, not named in advance", o->min - n);
 	snprintf(res->error, sizeof(res->error),
 	         "rendezvous of job %s (generation %" PRId64 ") failed after %.1f s: %d of %d "
-	         "needed participants joined (joined: %s%s%s)",
+	         "needed participants joined (joined: %s; missing: %s)",
 	         o->job, o->round, o->timeout_ms / 1000.0, n, o->min, jl ? joined : "none",
-	         ml ? "; missing: " : "", missing);
+	         missing[0] ? missing : "none");
 }
 
 /* Try to close the round with outcome "<what> <n>"; returns the outcome

@@ -167,9 +167,11 @@ static void test_help_documents_every_option(void **state)
 	run_mlrun(r, "--help", NULL);
 	assert_int_equal(r->status, 0);
 	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
-		if (strstr(r->out, options[i]) == NULL)
-			fprintf(stderr, "--help does not mention %s\n", options[i]);
-		assert_non_null(strstr(r->out, options[i]));
+		const char *opt = options[i];
+
+		if (strstr(r->out, opt) == NULL)
+			fprintf(stderr, "--help does not mention %.64s\n", opt);
+		assert_non_null(strstr(r->out, opt));
 	}
 }
 
