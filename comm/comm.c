@@ -1,35 +1,33 @@
-/* Communicators and the store-based barrier. */
+/* Communicator creation and teardown, failure handling and the watchdog. */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "comm/comm.h"
 #include "runtime/common.h"
 
-int mlrti_comm_create(mlrt_store *store, const char *gen_prefix, const char *name, int rank,
-                      int size, int timeout_ms, mlrt_comm **out)
-{
-	mlrt_comm *c;
+#define WATCHDOG_PERIOD_MS 250
+#define DEFAULT_CHUNK_BYTES (1u << 20)
+/* Messages up to this size may use the latency algorithms, which stage
+ * a whole message in scratch memory. */
+#define LATENCY_SCRATCH_BYTES (256u * 1024)
 
-	*out = NULL;
-	if ((store == NULL && size > 1) || rank < 0 || rank >= size || timeout_ms <= 0)
-		return MLRT_ERR_INVALID;
-	c = calloc(1, sizeof(*c));
-	if (c == NULL)
-		return MLRT_ERR_NOMEM;
-	c->store = store;
-	c->rank = rank;
-	c->size = size;
-	c->timeout_ms = timeout_ms;
-	snprintf(c->prefix, sizeof(c->prefix), "%scomm/%s/", gen_prefix, name);
-	snprintf(c->abort_key, sizeof(c->abort_key), "%sabort", gen_prefix);
-	*out = c;
-	return MLRT_OK;
-}
-
-void mlrti_comm_free(mlrt_comm *c)
+const char *mlrti_coll_name(mlrti_coll coll)
 {
-	free(c);
+	switch (coll) {
+	case MLRTI_COLL_ALLREDUCE: return "allreduce";
+	case MLRTI_COLL_BROADCAST: return "broadcast";
+	case MLRTI_COLL_ALLGATHER: return "allgather";
+	case MLRTI_COLL_REDUCE_SCATTER: return "reduce_scatter";
+	case MLRTI_COLL_BARRIER: return "barrier";
+	case MLRTI_COLL_NONE: break;
+	}
+	return "none";
 }
 
 int mlrt_comm_rank(const mlrt_comm *c)
@@ -42,64 +40,219 @@ int mlrt_comm_size(const mlrt_comm *c)
 	return c->size;
 }
 
-/* Say why the generation ended, as the launcher wrote it. */
-static void log_abort(mlrt_comm *c)
+int mlrti_comm_fail(mlrt_comm *c, int status)
 {
-	void *why = NULL;
-	size_t len;
+	int expected = MLRT_OK;
 
-	if (mlrt_store_get(c->store, c->abort_key, &why, &len) == MLRT_OK)
-		mlrt_log(MLRT_LOG_ERROR, "barrier: the gang ended: %s", (char *)why);
-	free(why);
+	if (atomic_compare_exchange_strong(&c->failed, &expected, status)) {
+		if (status != MLRT_ERR_INVALID)
+			mlrt_log(MLRT_LOG_ERROR, "comm: communicator failed at collective #%u (%s): %s; "
+			                         "it refuses further collectives",
+			         c->seq, mlrti_coll_name(c->cur_coll), mlrt_strerror(status));
+		if (c->tcp != NULL)
+			mlrti_tcp_ops.abort(c);
+		if (c->shm != NULL)
+			mlrti_shm_ops.abort(c);
+	}
+	return atomic_load(&c->failed);
 }
 
-/* Counter barrier on the store: every rank adds one to the round's counter;
- * the last to arrive sets the round's done key (and removes the previous
- * round's keys, which every rank has left by then); the others wait for
- * done or for the generation's abort key. */
-int mlrt_barrier(mlrt_comm *c)
+/* The watchdog publishes this rank's progress (for hang attribution) and
+ * turns the launcher's end-of-generation key into MLRT_ERR_PEER_LOST. */
+static void *watchdog_main(void *arg)
 {
-	char count_key[MLRTI_PREFIX_MAX + 40], done_key[MLRTI_PREFIX_MAX + 40];
-	const char *keys[2];
-	size_t which = 0;
-	int64_t arrived;
-	uint64_t seq;
+	mlrt_comm *c = arg;
+	char key[MLRTI_PREFIX_MAX + 32], val[64];
+	unsigned published = UINT32_MAX;
+	mlrt_store *st = NULL;
+
+	if (mlrt_store_open(c->store_addr, &st) != MLRT_OK)
+		return NULL;
+	mlrt_store_set_timeout(st, 5000);
+	snprintf(key, sizeof(key), "%sprogress/%d", c->prefix, c->rank);
+	for (;;) {
+		struct pollfd pfd = {.fd = c->watchdog_pipe[0], .events = POLLIN};
+		unsigned done = atomic_load(&c->done_seq);
+		void *why = NULL;
+		size_t len;
+
+		if (poll(&pfd, 1, WATCHDOG_PERIOD_MS) != 0)
+			break; /* asked to stop */
+		if (done != published) {
+			snprintf(val, sizeof(val), "%u %s", done,
+			         mlrti_coll_name((mlrti_coll)atomic_load(&c->done_coll)));
+			if (mlrt_store_set(st, key, val, strlen(val)) == MLRT_OK)
+				published = done;
+		}
+		if (atomic_load(&c->failed) == MLRT_OK &&
+		    mlrt_store_get(st, c->abort_key, &why, &len) == MLRT_OK) {
+			mlrt_log(MLRT_LOG_ERROR, "comm: the gang ended: %s", (char *)why);
+			mlrti_comm_fail(c, MLRT_ERR_PEER_LOST);
+		}
+		free(why);
+	}
+	mlrt_store_close(st);
+	return NULL;
+}
+
+/* Publish this rank's host and pid; learn everybody's. */
+static int exchange_members(mlrt_comm *c)
+{
+	char key[MLRTI_PREFIX_MAX + 32], val[MLRTI_HOST_MAX + 32], host[MLRTI_HOST_MAX] = "";
+	const char *keys[1] = {key};
 	int rc;
 
-	if (c == NULL)
-		return MLRT_ERR_INVALID;
-	if (c->size == 1)
-		return MLRT_OK;
-	seq = ++c->barrier_seq;
-	snprintf(count_key, sizeof(count_key), "%sbarrier/%" PRIu64 "/count", c->prefix, seq);
-	snprintf(done_key, sizeof(done_key), "%sbarrier/%" PRIu64 "/done", c->prefix, seq);
+	gethostname(host, sizeof(host) - 1);
+	snprintf(key, sizeof(key), "%smember/%d", c->prefix, c->rank);
+	snprintf(val, sizeof(val), "%d %s", (int)getpid(), host);
+	rc = mlrt_store_set(c->store, key, val, strlen(val));
+	for (int r = 0; r < c->size && rc == MLRT_OK; r++) {
+		void *v = NULL;
+		size_t len;
+		int used = 0;
 
-	rc = mlrt_store_add(c->store, count_key, 1, &arrived);
-	if (rc != MLRT_OK)
-		return rc;
-	if (arrived == c->size) {
-		rc = mlrt_store_set(c->store, done_key, "1", 1);
-		if (rc == MLRT_OK && seq > 1) {
-			char old[MLRTI_PREFIX_MAX + 40];
+		snprintf(key, sizeof(key), "%smember/%d", c->prefix, r);
+		rc = mlrt_store_wait(c->store, keys, 1, c->timeout_ms);
+		if (rc == MLRT_ERR_TIMEOUT)
+			mlrt_log(MLRT_LOG_ERROR, "comm: rank %d never joined the communicator (waited %d ms)",
+			         r, c->timeout_ms);
+		if (rc == MLRT_OK)
+			rc = mlrt_store_get(c->store, key, &v, &len);
+		if (rc == MLRT_OK && (sscanf(v, "%d %n", &c->pids[r], &used) != 1 || used == 0))
+			rc = MLRT_ERR_PROTOCOL;
+		if (rc == MLRT_OK)
+			snprintf(c->hosts[r], MLRTI_HOST_MAX, "%s", (char *)v + used);
+		free(v);
+	}
+	return rc;
+}
 
-			snprintf(old, sizeof(old), "%sbarrier/%" PRIu64 "/", c->prefix, seq - 1);
-			rc = mlrt_store_delete_prefix(c->store, old, NULL);
+/* Which transport carries each link (MLRT_TRANSPORT forces one). */
+static int open_transports(mlrt_comm *c)
+{
+	const char *force = getenv("MLRT_TRANSPORT");
+	int *shm = calloc((size_t)c->size, sizeof(int));
+	int *tcp = calloc((size_t)c->size, sizeof(int));
+	int nshm = 0, ntcp = 0, rc = MLRT_OK;
+
+	if (shm == NULL || tcp == NULL) {
+		rc = MLRT_ERR_NOMEM;
+		goto out;
+	}
+	if (force != NULL && *force != '\0' && strcmp(force, "tcp") != 0 &&
+	    strcmp(force, "shm") != 0) {
+		mlrt_log(MLRT_LOG_ERROR, "comm: MLRT_TRANSPORT=%s is not one of tcp, shm%s", force,
+		         strcmp(force, "ofi") == 0 ? " (this build has no ofi transport yet)" : "");
+		rc = strcmp(force, "ofi") == 0 ? MLRT_ERR_UNSUPPORTED : MLRT_ERR_INVALID;
+		goto out;
+	}
+	for (int r = 0; r < c->size; r++) {
+		int local = strcmp(c->hosts[r], c->hosts[c->rank]) == 0;
+
+		if (r == c->rank)
+			continue;
+		if (force != NULL && strcmp(force, "shm") == 0 && !local) {
+			mlrt_log(MLRT_LOG_ERROR, "comm: MLRT_TRANSPORT=shm, but rank %d is on host %s",
+			         r, c->hosts[r]);
+			rc = MLRT_ERR_INVALID;
+			goto out;
 		}
-		return rc;
+		if (local && (force == NULL || *force == '\0' || strcmp(force, "shm") == 0))
+			shm[r] = 1, nshm++;
+		else
+			tcp[r] = 1, ntcp++;
 	}
-	keys[0] = done_key;
-	keys[1] = c->abort_key;
-	rc = mlrt_store_wait_any(c->store, keys, 2, c->timeout_ms, &which);
-	if (rc == MLRT_ERR_TIMEOUT) {
-		mlrt_log(MLRT_LOG_ERROR, "barrier %" PRIu64 ": not every rank of %d arrived within %d ms",
-		         seq, c->size, c->timeout_ms);
-		return rc;
-	}
+	if (ntcp > 0)
+		MLRTI_CHECK_GOTO(mlrti_tcp_open(c, tcp), rc, out);
+	if (nshm > 0)
+		MLRTI_CHECK_GOTO(mlrti_shm_open(c, shm), rc, out);
+out:
+	free(shm);
+	free(tcp);
+	return rc;
+}
+
+static int alloc_scratch(mlrt_comm *c)
+{
+	int64_t chunk;
+	int rc = mlrti_env_int("MLRT_CHUNK_BYTES", 4096, 1 << 30, DEFAULT_CHUNK_BYTES, &chunk);
+
 	if (rc != MLRT_OK)
 		return rc;
-	if (which == 1) {
-		log_abort(c);
-		return MLRT_ERR_PEER_LOST;
-	}
+	c->chunk_bytes = (size_t)chunk & ~(size_t)63;
+	c->scratch_size = 2 * c->chunk_bytes + LATENCY_SCRATCH_BYTES;
+	if (posix_memalign(&c->scratch, 64, c->scratch_size) != 0)
+		return MLRT_ERR_NOMEM;
+	/* Touch it now: first-touch page faults are slow and belong here,
+	 * not in the first collective. */
+	memset(c->scratch, 0, c->scratch_size);
 	return MLRT_OK;
+}
+
+int mlrti_comm_create(mlrt_store *store, const char *store_addr, const char *gen_prefix,
+                      const char *name, int rank, int size, int timeout_ms, mlrt_comm **out)
+{
+	mlrt_comm *c;
+	int rc;
+
+	*out = NULL;
+	if ((store == NULL && size > 1) || rank < 0 || rank >= size || timeout_ms <= 0)
+		return MLRT_ERR_INVALID;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return MLRT_ERR_NOMEM;
+	c->store = store;
+	c->rank = rank;
+	c->size = size;
+	c->timeout_ms = timeout_ms;
+	c->watchdog_pipe[0] = c->watchdog_pipe[1] = -1;
+	snprintf(c->store_addr, sizeof(c->store_addr), "%s", store_addr ? store_addr : "");
+	snprintf(c->prefix, sizeof(c->prefix), "%scomm/%s/", gen_prefix, name);
+	snprintf(c->abort_key, sizeof(c->abort_key), "%sabort", gen_prefix);
+	c->links = calloc((size_t)size, sizeof(*c->links));
+	c->hosts = calloc((size_t)size, sizeof(*c->hosts));
+	c->pids = calloc((size_t)size, sizeof(*c->pids));
+	if (c->links == NULL || c->hosts == NULL || c->pids == NULL) {
+		rc = MLRT_ERR_NOMEM;
+		goto fail;
+	}
+	MLRTI_CHECK_GOTO(alloc_scratch(c), rc, fail);
+	if (size > 1) {
+		MLRTI_CHECK_GOTO(exchange_members(c), rc, fail);
+		MLRTI_CHECK_GOTO(open_transports(c), rc, fail);
+		if (pipe2(c->watchdog_pipe, O_CLOEXEC) != 0 ||
+		    pthread_create(&c->watchdog, NULL, watchdog_main, c) != 0) {
+			rc = MLRT_ERR_IO;
+			goto fail;
+		}
+		c->watchdog_running = 1;
+	}
+	*out = c;
+	return MLRT_OK;
+fail:
+	mlrti_comm_free(c);
+	return rc;
+}
+
+void mlrti_comm_free(mlrt_comm *c)
+{
+	if (c == NULL)
+		return;
+	if (c->watchdog_running) {
+		if (write(c->watchdog_pipe[1], "x", 1) < 0)
+			mlrt_log(MLRT_LOG_WARN, "comm: cannot stop the watchdog: %s", strerror(errno));
+		pthread_join(c->watchdog, NULL);
+	}
+	for (int i = 0; i < 2; i++)
+		if (c->watchdog_pipe[i] >= 0)
+			close(c->watchdog_pipe[i]);
+	if (c->tcp != NULL)
+		mlrti_tcp_ops.close(c);
+	if (c->shm != NULL)
+		mlrti_shm_ops.close(c);
+	free(c->scratch);
+	free(c->links);
+	free(c->hosts);
+	free(c->pids);
+	free(c);
 }

@@ -1,35 +1,112 @@
 /* Communicator internals.  Not installed.
  *
- * For now a communicator synchronises through the job's store (the
- * barrier); the data-plane transports and collective algorithms arrive
- * with the collectives subsystem.  A generation's store keys live under
- * "<job>/g<generation>/"; the launcher sets "<that>abort" when the
- * generation ends, which turns every pending wait into MLRT_ERR_PEER_LOST. */
+ * A communicator is a set of ranks with a link to every other member
+ * (comm/transport.h), the collectives' scratch memory (allocated once),
+ * a sequence number per collective, and a watchdog thread that publishes
+ * this rank's progress and watches for the end of the generation.
+ *
+ * Store keys of a communicator live under "<job>/g<gen>/comm/<name>/";
+ * the launcher sets "<job>/g<gen>/abort" when the generation ends, which
+ * makes every collective in progress return MLRT_ERR_PEER_LOST. */
 #ifndef MLRT_COMM_COMM_H
 #define MLRT_COMM_COMM_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <mlrt/comm.h>
 #include <mlrt/store.h>
 
+#include "comm/transport.h"
+
 #define MLRTI_PREFIX_MAX 192
+#define MLRTI_HOST_MAX 256
+
+/* Collectives, for progress reports and hang attribution. */
+typedef enum mlrti_coll {
+	MLRTI_COLL_NONE = 0,
+	MLRTI_COLL_ALLREDUCE,
+	MLRTI_COLL_BROADCAST,
+	MLRTI_COLL_ALLGATHER,
+	MLRTI_COLL_REDUCE_SCATTER,
+	MLRTI_COLL_BARRIER,
+} mlrti_coll;
+
+const char *mlrti_coll_name(mlrti_coll coll);
 
 struct mlrt_comm {
-	mlrt_store *store;             /* borrowed from the context */
-	char prefix[MLRTI_PREFIX_MAX]; /* "<job>/g<gen>/comm/<id>/" */
+	mlrt_store *store;              /* borrowed; the creating thread's */
+	char store_addr[256];
+	char prefix[MLRTI_PREFIX_MAX];  /* "<job>/g<gen>/comm/<name>/" */
 	char abort_key[MLRTI_PREFIX_MAX];
 	int rank;
 	int size;
 	int timeout_ms;
-	uint64_t barrier_seq;
+
+	mlrti_link *links;              /* [size]; links[rank] is unused */
+	char (*hosts)[MLRTI_HOST_MAX];  /* [size]: each rank's host name */
+	int *pids;                      /* [size]: each rank's pid */
+	void *tcp;                      /* tcp.c's state, or NULL */
+	void *shm;                      /* shm.c's state, or NULL */
+
+	/* Scratch for the algorithms: chunk-sized, allocated and touched once. */
+	void *scratch;
+	size_t scratch_size;
+	size_t chunk_bytes;             /* pipeline chunk (MLRT_CHUNK_BYTES) */
+
+	/* Collective numbering: seq counts collectives started; done_seq and
+	 * done_coll describe the last one completed (read by the watchdog). */
+	uint32_t seq;
+	mlrti_coll cur_coll;            /* the collective in progress */
+	atomic_uint done_seq;
+	atomic_int done_coll;
+	atomic_int failed;              /* first failure (mlrt_status), 0 while healthy */
+
+	pthread_t watchdog;
+	int watchdog_running;
+	int watchdog_pipe[2];
 };
 
-/* Create the communicator of ranks 0..size-1 sharing store (which may be
- * NULL only when size == 1).  gen_prefix is "<job>/g<gen>/".  *c is freed
- * with mlrti_comm_free. */
-int mlrti_comm_create(mlrt_store *store, const char *gen_prefix, const char *name, int rank,
-                      int size, int timeout_ms, mlrt_comm **c);
+/* Create the communicator of ranks 0..size-1 over store (NULL only when
+ * size == 1): publishes this rank's host and pid, connects a link to every
+ * other rank (shm to ranks on this host unless MLRT_TRANSPORT says
+ * otherwise, tcp elsewhere), and starts the watchdog.  gen_prefix is
+ * "<job>/g<gen>/".  Blocks until every member has connected (bounded by
+ * timeout_ms).  *c is freed with mlrti_comm_free. */
+int mlrti_comm_create(mlrt_store *store, const char *store_addr, const char *gen_prefix,
+                      const char *name, int rank, int size, int timeout_ms, mlrt_comm **c);
 void mlrti_comm_free(mlrt_comm *c);
+
+/* Record a failure: the first one sticks, every transport is aborted so
+ * that peers learn of it too.  Returns status. */
+int mlrti_comm_fail(mlrt_comm *c, int status);
+
+/* Transport set-up, called by mlrti_comm_create.  peers[i] is nonzero
+ * for each rank this transport must link to; each fills c->links[i]. */
+int mlrti_tcp_open(mlrt_comm *c, const int *peers);
+int mlrti_shm_open(mlrt_comm *c, const int *peers);
+extern const mlrti_transport_ops mlrti_tcp_ops;
+extern const mlrti_transport_ops mlrti_shm_ops;
+
+/* ---- point to point (comm/p2p.c) ---- */
+
+/* One step of an algorithm: send to `to` while receiving from `from`;
+ * to or from may be -1 (no send, no receive).  Received bytes go to rbuf,
+ * or to on_piece when rbuf is NULL.  Bounded by the communicator's
+ * timeout; on failure the communicator is marked failed. */
+typedef struct mlrti_xfer {
+	int to;
+	const void *sbuf;
+	size_t slen;
+	int from;
+	void *rbuf;
+	size_t rlen;
+	mlrti_piece_fn on_piece;
+	void *arg;
+	size_t elem_size;
+} mlrti_xfer;
+
+int mlrti_exchange(mlrt_comm *c, const mlrti_xfer *x);
 
 #endif

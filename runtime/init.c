@@ -139,8 +139,8 @@ int mlrt_init(mlrt_ctx **out)
 	snprintf(ctx->gen_prefix, sizeof(ctx->gen_prefix), "%s/g%" PRId64 "/", ctx->id.job_id,
 	         ctx->id.generation);
 	MLRTI_CHECK_GOTO(reach_store(ctx), rc, fail);
-	MLRTI_CHECK_GOTO(mlrti_comm_create(ctx->store, ctx->gen_prefix, "world", ctx->id.rank,
-	                                   ctx->id.size, ctx->timeout_ms, &ctx->world),
+	MLRTI_CHECK_GOTO(mlrti_comm_create(ctx->store, ctx->id.store_addr, ctx->gen_prefix, "world",
+	                                   ctx->id.rank, ctx->id.size, ctx->timeout_ms, &ctx->world),
 	                 rc, fail);
 	mlrt_log(MLRT_LOG_INFO, "init: rank %d of %d (local %d of %d), job %s, generation %" PRId64,
 	         ctx->id.rank, ctx->id.size, ctx->id.local_rank, ctx->id.local_size, ctx->id.job_id,

@@ -1,0 +1,28 @@
+/* Collective algorithms, written on mlrti_exchange.  Not installed.
+ * Arguments are checked by the callers (comm/collectives.c); counts are
+ * in elements of t, or in bytes where the name says so. */
+#ifndef MLRT_COMM_ALGO_H
+#define MLRT_COMM_ALGO_H
+
+#include <stddef.h>
+
+#include <mlrt/types.h>
+
+#include "comm/comm.h"
+
+/* ring.c: bandwidth algorithms, pipelined in chunk columns (see
+ * docs/collectives.md). */
+int mlrti_allreduce_ring(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
+                         mlrt_op op);
+int mlrti_reduce_scatter_ring(mlrt_comm *c, const void *send, void *recv, size_t count,
+                              mlrt_dtype t, mlrt_op op);
+int mlrti_allgather_ring(mlrt_comm *c, void *recv, size_t bytes);
+int mlrti_broadcast_chain(mlrt_comm *c, void *buf, size_t bytes, int root);
+
+/* tree.c: latency algorithms. */
+int mlrti_allreduce_rd(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
+                       mlrt_op op);
+int mlrti_broadcast_binomial(mlrt_comm *c, void *buf, size_t bytes, int root);
+int mlrti_barrier_dissemination(mlrt_comm *c);
+
+#endif

@@ -1,0 +1,225 @@
+/* Ring algorithms.
+ *
+ * The message is cut into `size` segments, one per rank (counts that do
+ * not divide evenly give the first segments one element more), and every
+ * segment into columns of at most chunk_bytes.  For each column the ring
+ * runs its size-1 steps; each step sends to the right neighbour while
+ * receiving from the left one, and the kernel or the shared-memory ring
+ * keeps the next bytes flowing while this rank reduces.  Reductions are
+ * done once per segment, always in the same order (left accumulator op
+ * own data), so every rank ends with the same bits, run after run. */
+#include <string.h>
+
+#include "comm/algo.h"
+#include "runtime/common.h"
+#include "runtime/reduce.h"
+
+typedef struct segments {
+	size_t count, base, extra; /* count elements; segment j has base + (j < extra) */
+} segments;
+
+static size_t seg_off(const segments *s, int j)
+{
+	size_t uj = (size_t)j;
+	return uj * s->base + (uj < s->extra ? uj : s->extra);
+}
+
+static size_t seg_len(const segments *s, int j)
+{
+	return s->base + ((size_t)j < s->extra);
+}
+
+/* Column k (of col elements) of segment j: first element and length. */
+static size_t col_lo(const segments *s, int j, size_t k, size_t col)
+{
+	size_t len = seg_len(s, j), skip = k * col;
+
+	return seg_off(s, j) + (skip < len ? skip : len);
+}
+
+static size_t col_n(const segments *s, int j, size_t k, size_t col)
+{
+	size_t len = seg_len(s, j), skip = k * col;
+
+	return skip >= len ? 0 : (len - skip < col ? len - skip : col);
+}
+
+static int mod(int a, int n)
+{
+	return ((a % n) + n) % n;
+}
+
+/* What a reducing receive does with each piece: out = op(piece, own). */
+typedef struct reduce_ctx {
+	char *out;
+	const char *own;
+	mlrt_dtype t;
+	mlrt_op op;
+	size_t es;
+} reduce_ctx;
+
+static void reduce_piece(void *arg, const void *data, size_t off, size_t len)
+{
+	reduce_ctx *r = arg;
+
+	mlrti_reduce3(r->out + off, data, r->own + off, len / r->es, r->t, r->op);
+}
+
+/* Reduce-scatter of column k over segments: afterwards this rank holds
+ * the fully reduced column of segment r+1 in rb (out of place: sb holds
+ * the input and is only read). */
+static int ring_reduce_scatter_col(mlrt_comm *c, const segments *s, size_t k, size_t col,
+                                   const char *sb, char *rb, mlrt_dtype t, mlrt_op op)
+{
+	const size_t es = mlrt_dtype_size(t);
+	const int n = c->size, r = c->rank;
+	int rc = MLRT_OK;
+
+	for (int step = 0; step < n - 1 && rc == MLRT_OK; step++) {
+		int sj = mod(r - step, n), rj = mod(r - step - 1, n);
+		reduce_ctx red = {rb + col_lo(s, rj, k, col) * es, sb + col_lo(s, rj, k, col) * es, t,
+		                  op, es};
+		mlrti_xfer x = {
+			.to = mod(r + 1, n),
+			.sbuf = (step == 0 ? sb : rb) + col_lo(s, sj, k, col) * es,
+			.slen = col_n(s, sj, k, col) * es,
+			.from = mod(r - 1, n),
+			.rlen = col_n(s, rj, k, col) * es,
+			.on_piece = reduce_piece,
+			.arg = &red,
+			.elem_size = es,
+		};
+		rc = mlrti_exchange(c, &x);
+	}
+	return rc;
+}
+
+/* Allgather of column k: segment `have` is complete here; afterwards all
+ * are.  Step i passes on what arrived at step i-1. */
+static int ring_allgather_col(mlrt_comm *c, const segments *s, size_t k, size_t col, int have,
+                              char *rb, size_t es)
+{
+	const int n = c->size;
+	int rc = MLRT_OK;
+
+	for (int step = 0; step < n - 1 && rc == MLRT_OK; step++) {
+		int sj = mod(have - step, n), rj = mod(have - step - 1, n);
+		mlrti_xfer x = {
+			.to = mod(c->rank + 1, n),
+			.sbuf = rb + col_lo(s, sj, k, col) * es,
+			.slen = col_n(s, sj, k, col) * es,
+			.from = mod(c->rank - 1, n),
+			.rbuf = rb + col_lo(s, rj, k, col) * es,
+			.rlen = col_n(s, rj, k, col) * es,
+			.elem_size = es,
+		};
+		rc = mlrti_exchange(c, &x);
+	}
+	return rc;
+}
+
+int mlrti_allreduce_ring(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
+                         mlrt_op op)
+{
+	const size_t es = mlrt_dtype_size(t), col = c->chunk_bytes / es;
+	const int n = c->size, own = mod(c->rank + 1, n);
+	const segments s = {count, count / (size_t)n, count % (size_t)n};
+	int rc = MLRT_OK;
+
+	for (size_t k = 0; k * col < seg_len(&s, 0) && rc == MLRT_OK; k++) {
+		rc = ring_reduce_scatter_col(c, &s, k, col, send, recv, t, op);
+		if (rc == MLRT_OK)
+			rc = mlrti_reduce_finish((char *)recv + col_lo(&s, own, k, col) * es,
+			                         col_n(&s, own, k, col), t, op, n);
+		if (rc == MLRT_OK)
+			rc = ring_allgather_col(c, &s, k, col, own, recv, es);
+	}
+	return rc;
+}
+
+int mlrti_allgather_ring(mlrt_comm *c, void *recv, size_t bytes)
+{
+	const int n = c->size;
+	const segments s = {bytes * (size_t)n, bytes, 0};
+	int rc = MLRT_OK;
+
+	for (size_t k = 0; k * c->chunk_bytes < bytes && rc == MLRT_OK; k++)
+		rc = ring_allgather_col(c, &s, k, c->chunk_bytes, c->rank, recv, 1);
+	return rc;
+}
+
+/* Reduce-scatter with bounded memory: the running sum of the column in
+ * flight lives in scratch (two halves, one being sent while the other
+ * receives), and the last step writes straight into recv. */
+int mlrti_reduce_scatter_ring(mlrt_comm *c, const void *send, void *recv, size_t count,
+                              mlrt_dtype t, mlrt_op op)
+{
+	const size_t es = mlrt_dtype_size(t), col = c->chunk_bytes / es;
+	const int n = c->size, r = c->rank;
+	const char *sb = send;
+	char *acc[2] = {c->scratch, (char *)c->scratch + c->chunk_bytes};
+	int rc = MLRT_OK;
+
+	for (size_t lo = 0; lo < count && rc == MLRT_OK; lo += col) {
+		size_t len = count - lo < col ? count - lo : col;
+
+		/* Step i sends the column of segment r-i-1 (own data at step 0,
+		 * the running sum after) and receives that of segment r-i-2. */
+		for (int step = 0; step < n - 1 && rc == MLRT_OK; step++) {
+			int sj = mod(r - step - 1, n), rj = mod(r - step - 2, n);
+			int last = step == n - 2;
+			reduce_ctx red = {last ? (char *)recv + lo * es : acc[step % 2],
+			                  sb + ((size_t)rj * count + lo) * es, t, op, es};
+			mlrti_xfer x = {
+				.to = mod(r + 1, n),
+				.sbuf = step == 0 ? sb + ((size_t)sj * count + lo) * es : acc[(step + 1) % 2],
+				.slen = len * es,
+				.from = mod(r - 1, n),
+				.rlen = len * es,
+				.on_piece = reduce_piece,
+				.arg = &red,
+				.elem_size = es,
+			};
+			rc = mlrti_exchange(c, &x);
+		}
+		if (rc == MLRT_OK)
+			rc = mlrti_reduce_finish((char *)recv + lo * es, len, t, op, n);
+	}
+	return rc;
+}
+
+/* Pipelined chain from the root: rank root+i receives chunk k from its
+ * left neighbour while passing chunk k-1 on to its right one. */
+int mlrti_broadcast_chain(mlrt_comm *c, void *buf, size_t bytes, int root)
+{
+	const int n = c->size, v = mod(c->rank - root, n);
+	const size_t ck = c->chunk_bytes, nchunks = (bytes + ck - 1) / ck;
+	char *b = buf;
+	int rc = MLRT_OK;
+
+	for (size_t k = 0; k <= nchunks && rc == MLRT_OK; k++) {
+		/* Chunk k arrives (k < nchunks); chunk k-1 leaves (k > 0). */
+		int recv_now = v > 0 && k < nchunks, send_now = v < n - 1 && k > 0;
+		size_t rlo = k * ck, slo = (k - 1) * ck;
+		mlrti_xfer x = {.to = -1, .from = -1, .elem_size = 1};
+
+		if (v == 0) {
+			/* The root has every chunk: it sends chunk k at step k. */
+			send_now = k < nchunks;
+			slo = k * ck;
+		}
+		if (send_now) {
+			x.to = mod(c->rank + 1, n);
+			x.sbuf = b + slo;
+			x.slen = bytes - slo < ck ? bytes - slo : ck;
+		}
+		if (recv_now) {
+			x.from = mod(c->rank - 1, n);
+			x.rbuf = b + rlo;
+			x.rlen = bytes - rlo < ck ? bytes - rlo : ck;
+		}
+		if (x.to >= 0 || x.from >= 0)
+			rc = mlrti_exchange(c, &x);
+	}
+	return rc;
+}

@@ -1,0 +1,119 @@
+/* Latency algorithms: few steps, whole (small) messages per step. */
+#include <string.h>
+
+#include "comm/algo.h"
+#include "runtime/common.h"
+#include "runtime/reduce.h"
+
+static int mod(int a, int n)
+{
+	return ((a % n) + n) % n;
+}
+
+/* Recursive doubling on the largest power of two p2 <= size.  The first
+ * 2*rem ranks (rem = size - p2) pair up first: each even one hands its
+ * data to the odd one above it and gets the result back at the end.
+ * Partners combine as op(lower rank's data, higher rank's data), so both
+ * compute the same bits.  The message must fit in scratch. */
+int mlrti_allreduce_rd(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
+                       mlrt_op op)
+{
+	const size_t bytes = count * mlrt_dtype_size(t);
+	const int n = c->size, r = c->rank;
+	int p2 = 1, rem, vr, rc = MLRT_OK;
+	void *tmp = c->scratch;
+
+	while (p2 * 2 <= n)
+		p2 *= 2;
+	rem = n - p2;
+	if (send != recv)
+		memcpy(recv, send, bytes);
+
+	if (r < 2 * rem) {
+		if (r % 2 == 0) {
+			mlrti_xfer x = {.to = r + 1, .sbuf = recv, .slen = bytes, .from = -1};
+
+			rc = mlrti_exchange(c, &x);
+			vr = -1; /* sits out until the result comes back */
+		} else {
+			mlrti_xfer x = {.to = -1, .from = r - 1, .rbuf = tmp, .rlen = bytes};
+
+			rc = mlrti_exchange(c, &x);
+			if (rc == MLRT_OK)
+				rc = mlrti_reduce3(recv, tmp, recv, count, t, op);
+			vr = r / 2;
+		}
+	} else {
+		vr = r - rem;
+	}
+	for (int mask = 1; vr >= 0 && mask < p2 && rc == MLRT_OK; mask <<= 1) {
+		int pv = vr ^ mask, peer = pv < rem ? pv * 2 + 1 : pv + rem;
+		mlrti_xfer x = {.to = peer, .sbuf = recv, .slen = bytes,
+		                .from = peer, .rbuf = tmp, .rlen = bytes};
+
+		rc = mlrti_exchange(c, &x);
+		if (rc == MLRT_OK)
+			rc = pv < vr ? mlrti_reduce3(recv, tmp, recv, count, t, op)
+			             : mlrti_reduce3(recv, recv, tmp, count, t, op);
+	}
+	/* Finish (AVG) before the result goes back to the ranks that sat out,
+	 * so that they get exactly these bits. */
+	if (rc == MLRT_OK && vr >= 0)
+		rc = mlrti_reduce_finish(recv, count, t, op, n);
+	if (rc == MLRT_OK && r < 2 * rem) {
+		mlrti_xfer x = {.to = -1, .from = -1};
+
+		if (r % 2 == 0)
+			x.from = r + 1, x.rbuf = recv, x.rlen = bytes;
+		else
+			x.to = r - 1, x.sbuf = recv, x.slen = bytes;
+		rc = mlrti_exchange(c, &x);
+	}
+	return rc;
+}
+
+/* Binomial tree from the root: in round k, ranks that have the data send
+ * it 2^k ranks further. */
+int mlrti_broadcast_binomial(mlrt_comm *c, void *buf, size_t bytes, int root)
+{
+	const int n = c->size, v = mod(c->rank - root, n);
+	int mask = 1, rc = MLRT_OK;
+
+	/* Receive from the parent: v with its highest set bit cleared. */
+	while (mask < n) {
+		if (v & mask) {
+			mlrti_xfer x = {.to = -1, .from = mod(v - mask + root, n), .rbuf = buf,
+			                .rlen = bytes};
+
+			rc = mlrti_exchange(c, &x);
+			break;
+		}
+		mask <<= 1;
+	}
+	/* Send to the children: v + 2^k for every 2^k below that bit. */
+	for (mask >>= 1; mask > 0 && rc == MLRT_OK; mask >>= 1) {
+		if (v + mask < n) {
+			mlrti_xfer x = {.to = mod(v + mask + root, n), .sbuf = buf, .slen = bytes,
+			                .from = -1};
+
+			rc = mlrti_exchange(c, &x);
+		}
+	}
+	return rc;
+}
+
+/* Dissemination: round k, signal rank+2^k and hear from rank-2^k. */
+int mlrti_barrier_dissemination(mlrt_comm *c)
+{
+	const int n = c->size;
+	char out = 1, in = 0;
+	int rc = MLRT_OK;
+
+	for (int k = 1; k < n && rc == MLRT_OK; k <<= 1) {
+		mlrti_xfer x = {.to = mod(c->rank + k, n), .sbuf = &out, .slen = 1,
+		                .from = mod(c->rank - k, n), .rbuf = &in, .rlen = 1};
+
+		rc = mlrti_exchange(c, &x);
+	}
+	return rc;
+}
