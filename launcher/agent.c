@@ -185,8 +185,13 @@ static void record_failure(agent *a, gang *g, worker *w, gen_outcome *out)
 	publish_abort(a, g, why);
 }
 
+/* Reap every worker that has ended.  The first failure is the root cause;
+ * when several workers are reaped at once, one killed by a signal is
+ * preferred to one that exited non-zero, since survivors of a crash
+ * usually exit with an error a moment after it (MLRT_ERR_PEER_LOST). */
 static void reap(agent *a, gang *g, gen_outcome *out)
 {
+	worker *cause = NULL;
 	int status;
 	pid_t pid;
 
@@ -199,13 +204,15 @@ static void reap(agent *a, gang *g, gen_outcome *out)
 			w->exited = 1;
 			w->status = status;
 			g->running--;
-			if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) &&
-			    out->result == GEN_SUCCEEDED) {
-				/* The first failure is the root cause; the rest follow it. */
-				record_failure(a, g, w, out);
-				stop_all(a, g, SIGTERM);
-			}
+			if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+				continue;
+			if (cause == NULL || (WIFSIGNALED(status) && !WIFSIGNALED(cause->status)))
+				cause = w;
 		}
+	}
+	if (cause != NULL && out->result == GEN_SUCCEEDED) {
+		record_failure(a, g, cause, out);
+		stop_all(a, g, SIGTERM);
 	}
 }
 

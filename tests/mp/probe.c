@@ -6,6 +6,11 @@
  *                              wait (up to 60 s) to be killed; later
  *                              generations write DIR/start-g<G>-r<R> (wall
  *                              clock ms), barrier and exit 0
+ *   probe spin DIR             write DIR/pid-g<G>-r<R>, then allreduce 16 MiB
+ *                              over and over; when one fails, print
+ *                              "spin: rank R failed at <wall ms>: <error>"
+ *                              and exit 3 (SIGTERM is ignored: survivors
+ *                              must leave through the error)
  *   probe exit CODE RANK       rank RANK writes a line to stderr and exits
  *                              CODE; the others ignore SIGTERM and wait at
  *                              a barrier, which must fail with
@@ -60,7 +65,8 @@ int main(int argc, char **argv)
 
 	/* In "exit" mode survivors must leave through MLRT_ERR_PEER_LOST, not
 	 * by the launcher's SIGTERM. */
-	if (argc >= 4 && strcmp(argv[1], "exit") == 0)
+	if ((argc >= 4 && strcmp(argv[1], "exit") == 0) ||
+	    (argc >= 3 && strcmp(argv[1], "spin") == 0))
 		signal(SIGTERM, SIG_IGN);
 	rc = mlrt_init(&ctx);
 	if (rc != MLRT_OK) {
@@ -83,6 +89,22 @@ int main(int argc, char **argv)
 		}
 		if (write_file(argv[2], "start", ctx, wall_ms()) != 0)
 			return 2;
+	} else if (argc >= 3 && strcmp(argv[1], "spin") == 0) {
+		size_t n = 4u << 20;
+		float *buf = calloc(n, sizeof(float));
+		long iters = 0;
+
+		if (buf == NULL || write_file(argv[2], "pid", ctx, getpid()) != 0)
+			return 2;
+		while ((rc = mlrt_allreduce(mlrt_world(ctx), buf, buf, n, MLRT_F32, MLRT_SUM)) ==
+		       MLRT_OK)
+			iters++;
+		printf("spin: rank %d failed at %lld after %ld allreduces: %s\n", mlrt_rank(ctx),
+		       wall_ms(), iters, mlrt_strerror(rc));
+		fflush(stdout);
+		free(buf);
+		mlrt_finalize(ctx);
+		return 3;
 	} else if (argc >= 4 && strcmp(argv[1], "exit") == 0) {
 		if (mlrt_rank(ctx) == atoi(argv[3])) {
 			fprintf(stderr, "probe: rank %d failing on purpose with code %s\n",
