@@ -73,6 +73,7 @@ static void begin(mlrt_comm *c, mlrti_coll coll)
 {
 	c->seq++;
 	c->cur_coll = coll;
+	atomic_store(&c->started_seq, c->seq);
 }
 
 static int end(mlrt_comm *c, mlrti_coll coll, int rc)

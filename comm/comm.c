@@ -63,7 +63,7 @@ static void *watchdog_main(void *arg)
 {
 	mlrt_comm *c = arg;
 	char key[MLRTI_PREFIX_MAX + 32], val[64];
-	unsigned published = UINT32_MAX;
+	unsigned published_start = UINT32_MAX, published_done = UINT32_MAX;
 	mlrt_store *st = NULL;
 
 	if (mlrt_store_open(c->store_addr, &st) != MLRT_OK)
@@ -72,17 +72,19 @@ static void *watchdog_main(void *arg)
 	snprintf(key, sizeof(key), "%sprogress/%d", c->prefix, c->rank);
 	for (;;) {
 		struct pollfd pfd = {.fd = c->watchdog_pipe[0], .events = POLLIN};
-		unsigned done = atomic_load(&c->done_seq);
+		unsigned done = atomic_load(&c->done_seq), started = atomic_load(&c->started_seq);
 		void *why = NULL;
 		size_t len;
 
 		if (poll(&pfd, 1, WATCHDOG_PERIOD_MS) != 0)
 			break; /* asked to stop */
-		if (done != published) {
-			snprintf(val, sizeof(val), "%u %s", done,
+		if (done != published_done || started != published_start) {
+			snprintf(val, sizeof(val), "%u %u %s", started, done,
 			         mlrti_coll_name((mlrti_coll)atomic_load(&c->done_coll)));
-			if (mlrt_store_set(st, key, val, strlen(val)) == MLRT_OK)
-				published = done;
+			if (mlrt_store_set(st, key, val, strlen(val)) == MLRT_OK) {
+				published_done = done;
+				published_start = started;
+			}
 		}
 		if (atomic_load(&c->failed) == MLRT_OK &&
 		    mlrt_store_get(st, c->abort_key, &why, &len) == MLRT_OK) {

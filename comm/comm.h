@@ -55,10 +55,12 @@ struct mlrt_comm {
 	size_t scratch_size;
 	size_t chunk_bytes;             /* pipeline chunk (MLRT_CHUNK_BYTES) */
 
-	/* Collective numbering: seq counts collectives started; done_seq and
-	 * done_coll describe the last one completed (read by the watchdog). */
+	/* Collective numbering: seq counts collectives started (mirrored in
+	 * started_seq for the watchdog); done_seq and done_coll describe the
+	 * last one completed. */
 	uint32_t seq;
 	mlrti_coll cur_coll;            /* the collective in progress */
+	atomic_uint started_seq;
 	atomic_uint done_seq;
 	atomic_int done_coll;
 	atomic_int failed;              /* first failure (mlrt_status), 0 while healthy */

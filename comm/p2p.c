@@ -36,8 +36,8 @@ static void op_init(mlrti_op *op, mlrt_comm *c, int peer, int is_send, const mlr
 	}
 }
 
-/* Hang attribution: which ranks have not completed the collective before
- * this one, from the progress the watchdogs publish. */
+/* Hang attribution: which ranks never started this collective, from the
+ * progress the watchdogs publish ("<started> <done> <coll of done>"). */
 static void describe_laggards(mlrt_comm *c, char *buf, size_t cap)
 {
 	char key[MLRTI_PREFIX_MAX + 32];
@@ -51,18 +51,17 @@ static void describe_laggards(mlrt_comm *c, char *buf, size_t cap)
 	for (int r = 0; r < c->size && n + 64 < cap; r++) {
 		void *val = NULL;
 		size_t len;
-		unsigned done = 0;
+		unsigned started = 0, done = 0;
 		char coll[32] = "none";
 
 		if (r == c->rank)
 			continue;
 		snprintf(key, sizeof(key), "%sprogress/%d", c->prefix, r);
 		if (mlrt_store_get(st, key, &val, &len) == MLRT_OK)
-			sscanf(val, "%u %31s", &done, coll);
+			sscanf(val, "%u %u %31s", &started, &done, coll);
 		free(val);
-		/* Collective c->seq is in progress here: a rank whose last
-		 * completed one is older than c->seq - 1 never reached it. */
-		if ((uint32_t)(c->seq - done) > 1)
+		/* Sequence numbers wrap: compare by difference. */
+		if ((int32_t)(c->seq - started) > 0)
 			n += (size_t)snprintf(buf + n, cap - n, "%srank %d (last completed #%u %s)",
 			                      n ? ", " : "", r, done, coll);
 	}

@@ -662,15 +662,17 @@ static int bad_slot(const mlrt_comm *c, const shm_link *l, const mlrti_op *op, c
 	return MLRT_ERR_PROTOCOL;
 }
 
-/* Deliver as many published slots of op's message as there are now.
- * Returns the number of slots released, or MLRT_ERR_PROTOCOL. */
+/* Deliver the published slots of op's message, at most a ringful: with
+ * a sender that keeps up the ring never runs dry, and the driver must get
+ * its turn to advance the other direction of an exchange.  Returns the
+ * number of slots released, or MLRT_ERR_PROTOCOL. */
 static int recv_some(const mlrt_comm *c, const shm_state *st, shm_link *l, mlrti_op *op)
 {
 	const uint32_t nslots = st->nslots;
 	const size_t sb = st->slot_bytes;
 	int moved = 0;
 
-	while (!op->complete) {
+	while (!op->complete && (uint32_t)moved < nslots) {
 		const uint8_t *data;
 		const shm_slot *s;
 		uint64_t idx;

@@ -11,6 +11,11 @@
  *                              "spin: rank R failed at <wall ms>: <error>"
  *                              and exit 3 (SIGTERM is ignored: survivors
  *                              must leave through the error)
+ *   probe lag                  four allreduces; then the last rank sleeps
+ *                              while the others start a fifth, which must
+ *                              time out (set MLRT_TIMEOUT_MS), and a sixth,
+ *                              which must fail at once with the same error;
+ *                              prints "lag: rank R: <error> then <error>"
  *   probe exit CODE RANK       rank RANK writes a line to stderr and exits
  *                              CODE; the others ignore SIGTERM and wait at
  *                              a barrier, which must fail with
@@ -89,6 +94,22 @@ int main(int argc, char **argv)
 		}
 		if (write_file(argv[2], "start", ctx, wall_ms()) != 0)
 			return 2;
+	} else if (argc >= 2 && strcmp(argv[1], "lag") == 0) {
+		float v[16] = {0};
+		int rc2;
+
+		for (int i = 0; i < 4; i++)
+			if (mlrt_allreduce(mlrt_world(ctx), v, v, 16, MLRT_F32, MLRT_SUM) != MLRT_OK)
+				return 2;
+		if (mlrt_rank(ctx) == mlrt_size(ctx) - 1) {
+			sleep(4);
+			return 0;
+		}
+		rc = mlrt_allreduce(mlrt_world(ctx), v, v, 16, MLRT_F32, MLRT_SUM);
+		rc2 = mlrt_allreduce(mlrt_world(ctx), v, v, 16, MLRT_F32, MLRT_SUM);
+		printf("lag: rank %d: %s then %s\n", mlrt_rank(ctx), mlrt_strerror(rc),
+		       mlrt_strerror(rc2));
+		return 0;
 	} else if (argc >= 3 && strcmp(argv[1], "spin") == 0) {
 		size_t n = 4u << 20;
 		float *buf = calloc(n, sizeof(float));
