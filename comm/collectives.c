@@ -1,13 +1,15 @@
 /* The public collectives: argument checks, numbering, algorithm choice.
  *
  * Choice: MLRT_ALGO=ring|tree forces one family; otherwise messages up to
- * the latency threshold (MLRT_TREE_MAX_BYTES, measured default below) use
- * recursive doubling / binomial trees and larger ones the rings. */
+ * the latency threshold (MLRT_TREE_MAX_BYTES, default below, measured
+ * with tests/bench/allreduce.sh) use recursive doubling and binomial
+ * trees, larger ones the rings. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "comm/algo.h"
+#include "comm/async.h"
 #include "runtime/common.h"
 #include "runtime/reduce.h"
 
@@ -45,136 +47,155 @@ static int use_tree(const mlrt_comm *c, size_t bytes)
 	return bytes <= (size_t)tree_max;
 }
 
-static int bad_args(const char *what, const char *why)
+static int bad_args(mlrti_coll coll, const char *why)
 {
-	mlrt_log(MLRT_LOG_ERROR, "%s: %s", what, why);
+	mlrt_log(MLRT_LOG_ERROR, "%s: %s", mlrti_coll_name(coll), why);
 	return MLRT_ERR_INVALID;
 }
 
-/* Checks shared by the collectives; *bytes gets count elements' size. */
-static int check(const char *what, mlrt_comm *c, const void *a, const void *b, size_t count,
-                 mlrt_dtype t, size_t *bytes)
+int mlrti_coll_check(mlrt_comm *c, const mlrti_coll_args *a)
 {
-	size_t es = mlrt_dtype_size(t);
+	size_t es = mlrt_dtype_size(a->t);
 
 	if (c == NULL)
-		return bad_args(what, "communicator is NULL");
+		return bad_args(a->coll, "communicator is NULL");
+	if (a->coll == MLRTI_COLL_BARRIER)
+		return atomic_load(&c->failed);
 	if (es == 0)
-		return bad_args(what, "unknown dtype");
-	if (count > SIZE_MAX / es / (size_t)c->size)
-		return bad_args(what, "count too large");
-	if (count > 0 && (a == NULL || b == NULL))
-		return bad_args(what, "NULL buffer with count > 0");
-	*bytes = count * es;
+		return bad_args(a->coll, "unknown dtype");
+	if ((a->coll == MLRTI_COLL_ALLREDUCE || a->coll == MLRTI_COLL_REDUCE_SCATTER) &&
+	    (unsigned)a->op >= MLRT_OP_COUNT)
+		return bad_args(a->coll, "unknown op");
+	if (a->count > SIZE_MAX / es / (size_t)c->size)
+		return bad_args(a->coll, "count too large");
+	if (a->count > 0 && (a->send == NULL || a->recv == NULL))
+		return bad_args(a->coll, "NULL buffer with count > 0");
+	if (a->coll == MLRTI_COLL_BROADCAST && (a->root < 0 || a->root >= c->size))
+		return bad_args(a->coll, "root is not a rank of the communicator");
 	return atomic_load(&c->failed);
 }
 
-static void begin(mlrt_comm *c, mlrti_coll coll)
+static int run_allreduce(mlrt_comm *c, const mlrti_coll_args *a, size_t bytes)
 {
-	c->seq++;
-	c->cur_coll = coll;
-	atomic_store(&c->started_seq, c->seq);
+	if (c->size == 1) {
+		if (a->send != a->recv && bytes > 0)
+			memmove(a->recv, a->send, bytes);
+		return MLRT_OK;
+	}
+	if (use_tree(c, bytes))
+		return mlrti_allreduce_rd(c, a->send, a->recv, a->count, a->t, a->op);
+	return mlrti_allreduce_ring(c, a->send, a->recv, a->count, a->t, a->op);
 }
 
-static int end(mlrt_comm *c, mlrti_coll coll, int rc)
+static int run_allgather(mlrt_comm *c, const mlrti_coll_args *a, size_t bytes)
 {
+	char *mine = (char *)a->recv + (size_t)c->rank * bytes;
+
+	if (bytes > 0 && a->send != mine)
+		memmove(mine, a->send, bytes);
+	return c->size == 1 ? MLRT_OK : mlrti_allgather_ring(c, a->recv, bytes);
+}
+
+static int run_reduce_scatter(mlrt_comm *c, const mlrti_coll_args *a, size_t bytes)
+{
+	if (c->size == 1) {
+		if (a->send != a->recv && bytes > 0)
+			memmove(a->recv, a->send, bytes);
+		return MLRT_OK;
+	}
+	return mlrti_reduce_scatter_ring(c, a->send, a->recv, a->count, a->t, a->op);
+}
+
+int mlrti_coll_run(mlrt_comm *c, const mlrti_coll_args *a)
+{
+	size_t bytes = a->count * mlrt_dtype_size(a->t);
+	int rc = atomic_load(&c->failed);
+
+	if (rc != MLRT_OK)
+		return rc;
+	c->seq++;
+	c->cur_coll = a->coll;
+	atomic_store(&c->started_seq, c->seq);
+	atomic_fetch_add(&c->collectives, 1);
+	switch (a->coll) {
+	case MLRTI_COLL_ALLREDUCE:
+		rc = run_allreduce(c, a, bytes);
+		break;
+	case MLRTI_COLL_BROADCAST:
+		if (c->size == 1)
+			rc = MLRT_OK;
+		else if (use_tree(c, bytes))
+			rc = mlrti_broadcast_binomial(c, a->recv, bytes, a->root);
+		else
+			rc = mlrti_broadcast_chain(c, a->recv, bytes, a->root);
+		break;
+	case MLRTI_COLL_ALLGATHER:
+		rc = run_allgather(c, a, bytes);
+		break;
+	case MLRTI_COLL_REDUCE_SCATTER:
+		rc = run_reduce_scatter(c, a, bytes);
+		break;
+	case MLRTI_COLL_BARRIER:
+		rc = c->size == 1 ? MLRT_OK : mlrti_barrier_dissemination(c);
+		break;
+	case MLRTI_COLL_NONE:
+		rc = MLRT_ERR_INTERNAL;
+		break;
+	}
 	if (rc == MLRT_OK) {
-		atomic_store(&c->done_coll, (int)coll);
+		atomic_store(&c->done_coll, (int)a->coll);
 		atomic_store(&c->done_seq, c->seq);
 	}
 	return rc;
 }
 
-int mlrt_allreduce(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
-                   mlrt_op op)
+/* A blocking collective: run it here, or, once the communicator has a
+ * progress thread, take a turn in its queue. */
+static int blocking(mlrt_comm *c, const mlrti_coll_args *a)
 {
-	size_t bytes;
-	int rc = check("allreduce", c, send, recv, count, t, &bytes);
+	int rc = mlrti_coll_check(c, a);
 
 	if (rc != MLRT_OK)
 		return rc;
-	if ((unsigned)op >= MLRT_OP_COUNT)
-		return bad_args("allreduce", "unknown op");
-	begin(c, MLRTI_COLL_ALLREDUCE);
-	if (c->size == 1) {
-		if (send != recv && bytes > 0)
-			memmove(recv, send, bytes);
-		rc = MLRT_OK;
-	} else if (use_tree(c, bytes)) {
-		rc = mlrti_allreduce_rd(c, send, recv, count, t, op);
-	} else {
-		rc = mlrti_allreduce_ring(c, send, recv, count, t, op);
-	}
-	return end(c, MLRTI_COLL_ALLREDUCE, rc);
+	if (mlrti_async_active(c))
+		return mlrti_async_run(c, a);
+	return mlrti_coll_run(c, a);
+}
+
+int mlrt_allreduce(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
+                   mlrt_op op)
+{
+	mlrti_coll_args a = {MLRTI_COLL_ALLREDUCE, send, recv, count, t, op, 0};
+
+	return blocking(c, &a);
 }
 
 int mlrt_broadcast(mlrt_comm *c, void *buf, size_t count, mlrt_dtype t, int root)
 {
-	size_t bytes;
-	int rc = check("broadcast", c, buf, buf, count, t, &bytes);
+	mlrti_coll_args a = {MLRTI_COLL_BROADCAST, buf, buf, count, t, MLRT_SUM, root};
 
-	if (rc != MLRT_OK)
-		return rc;
-	if (root < 0 || root >= c->size)
-		return bad_args("broadcast", "root is not a rank of the communicator");
-	begin(c, MLRTI_COLL_BROADCAST);
-	if (c->size == 1)
-		rc = MLRT_OK;
-	else if (use_tree(c, bytes))
-		rc = mlrti_broadcast_binomial(c, buf, bytes, root);
-	else
-		rc = mlrti_broadcast_chain(c, buf, bytes, root);
-	return end(c, MLRTI_COLL_BROADCAST, rc);
+	return blocking(c, &a);
 }
 
 int mlrt_allgather(mlrt_comm *c, const void *send, void *recv, size_t count_per_rank,
                    mlrt_dtype t)
 {
-	size_t bytes;
-	int rc = check("allgather", c, send, recv, count_per_rank, t, &bytes);
-	char *mine;
+	mlrti_coll_args a = {MLRTI_COLL_ALLGATHER, send, recv, count_per_rank, t, MLRT_SUM, 0};
 
-	if (rc != MLRT_OK)
-		return rc;
-	begin(c, MLRTI_COLL_ALLGATHER);
-	mine = (char *)recv + (size_t)c->rank * bytes;
-	if (bytes > 0 && send != mine)
-		memmove(mine, send, bytes);
-	rc = c->size == 1 ? MLRT_OK : mlrti_allgather_ring(c, recv, bytes);
-	return end(c, MLRTI_COLL_ALLGATHER, rc);
+	return blocking(c, &a);
 }
 
 int mlrt_reduce_scatter(mlrt_comm *c, const void *send, void *recv, size_t count_per_rank,
                         mlrt_dtype t, mlrt_op op)
 {
-	size_t bytes;
-	int rc = check("reduce_scatter", c, send, recv, count_per_rank, t, &bytes);
+	mlrti_coll_args a = {MLRTI_COLL_REDUCE_SCATTER, send, recv, count_per_rank, t, op, 0};
 
-	if (rc != MLRT_OK)
-		return rc;
-	if ((unsigned)op >= MLRT_OP_COUNT)
-		return bad_args("reduce_scatter", "unknown op");
-	begin(c, MLRTI_COLL_REDUCE_SCATTER);
-	if (c->size == 1) {
-		if (send != recv && bytes > 0)
-			memmove(recv, send, bytes);
-		rc = MLRT_OK;
-	} else {
-		rc = mlrti_reduce_scatter_ring(c, send, recv, count_per_rank, t, op);
-	}
-	return end(c, MLRTI_COLL_REDUCE_SCATTER, rc);
+	return blocking(c, &a);
 }
 
 int mlrt_barrier(mlrt_comm *c)
 {
-	int rc;
+	mlrti_coll_args a = {MLRTI_COLL_BARRIER, NULL, NULL, 0, MLRT_U8, MLRT_SUM, 0};
 
-	if (c == NULL)
-		return bad_args("barrier", "communicator is NULL");
-	rc = atomic_load(&c->failed);
-	if (rc != MLRT_OK)
-		return rc;
-	begin(c, MLRTI_COLL_BARRIER);
-	rc = c->size == 1 ? MLRT_OK : mlrti_barrier_dissemination(c);
-	return end(c, MLRTI_COLL_BARRIER, rc);
+	return blocking(c, &a);
 }

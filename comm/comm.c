@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "comm/async.h"
 #include "comm/comm.h"
 #include "runtime/common.h"
 
@@ -16,6 +17,7 @@
 /* Messages up to this size may use the latency algorithms, which stage
  * a whole message in scratch memory. */
 #define LATENCY_SCRATCH_BYTES (256u * 1024)
+#define DEFAULT_FUSION_BYTES (64 << 20)
 
 const char *mlrti_coll_name(mlrti_coll coll)
 {
@@ -38,6 +40,23 @@ int mlrt_comm_rank(const mlrt_comm *c)
 int mlrt_comm_size(const mlrt_comm *c)
 {
 	return c->size;
+}
+
+int mlrt_comm_get_stats(const mlrt_comm *c, mlrt_comm_stats *stats)
+{
+	if (c == NULL || stats == NULL)
+		return MLRT_ERR_INVALID;
+	stats->collectives = atomic_load(&c->collectives);
+	stats->fused_requests = atomic_load(&c->fused_requests);
+	return MLRT_OK;
+}
+
+int mlrt_comm_set_fusion_bytes(mlrt_comm *c, size_t bytes)
+{
+	if (c == NULL)
+		return MLRT_ERR_INVALID;
+	c->fusion_bytes = bytes;
+	return MLRT_OK;
 }
 
 int mlrti_comm_fail(mlrt_comm *c, int status)
@@ -191,6 +210,15 @@ static int alloc_scratch(mlrt_comm *c)
 	return MLRT_OK;
 }
 
+static int read_fusion_bytes(mlrt_comm *c)
+{
+	int64_t v;
+	int rc = mlrti_env_int("MLRT_FUSION_BYTES", 0, INT64_MAX, DEFAULT_FUSION_BYTES, &v);
+
+	c->fusion_bytes = (size_t)v;
+	return rc;
+}
+
 int mlrti_comm_create(mlrt_store *store, const char *store_addr, const char *gen_prefix,
                       const char *name, int rank, int size, int timeout_ms, mlrt_comm **out)
 {
@@ -219,6 +247,7 @@ int mlrti_comm_create(mlrt_store *store, const char *store_addr, const char *gen
 		goto fail;
 	}
 	MLRTI_CHECK_GOTO(alloc_scratch(c), rc, fail);
+	MLRTI_CHECK_GOTO(read_fusion_bytes(c), rc, fail);
 	if (size > 1) {
 		MLRTI_CHECK_GOTO(exchange_members(c), rc, fail);
 		MLRTI_CHECK_GOTO(open_transports(c), rc, fail);
@@ -240,6 +269,7 @@ void mlrti_comm_free(mlrt_comm *c)
 {
 	if (c == NULL)
 		return;
+	mlrti_async_stop(c);
 	if (c->watchdog_running) {
 		if (write(c->watchdog_pipe[1], "x", 1) < 0)
 			mlrt_log(MLRT_LOG_WARN, "comm: cannot stop the watchdog: %s", strerror(errno));

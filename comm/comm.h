@@ -64,6 +64,11 @@ struct mlrt_comm {
 	atomic_uint done_seq;
 	atomic_int done_coll;
 	atomic_int failed;              /* first failure (mlrt_status), 0 while healthy */
+	atomic_ullong collectives;      /* run on the wire */
+	atomic_ullong fused_requests;   /* requests carried by another's collective */
+
+	void *async;                    /* async.c's queue and thread, once started */
+	size_t fusion_bytes;            /* tensor fusion threshold */
 
 	pthread_t watchdog;
 	int watchdog_running;

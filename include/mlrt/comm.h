@@ -54,6 +54,58 @@ MLRT_API int mlrt_reduce_scatter(mlrt_comm *c, const void *send, void *recv,
 /* Block until every rank of c has called mlrt_barrier. */
 MLRT_API int mlrt_barrier(mlrt_comm *c);
 
+/* ---- nonblocking collectives ----
+ *
+ * The i-variants queue the collective and return at once; a background
+ * thread of the communicator runs the queue in order.  The buffers belong
+ * to the collective until it completes.  Every request must be finished
+ * with mlrt_wait, or with mlrt_test until it reports done; both free it.
+ * Blocking collectives issued meanwhile take their turn in the same queue.
+ *
+ * Tensor fusion: allreduces issued between mlrt_group_start and
+ * mlrt_group_end are packed, in issue order, into one buffer of up to the
+ * fusion threshold (same dtype and op, consecutive) and reduced as one
+ * collective, then unpacked.  Every rank must issue the same group.  The
+ * threshold is MLRT_FUSION_BYTES (default 64 MiB) or set per
+ * communicator; 0 turns fusion off. */
+typedef struct mlrt_request mlrt_request;
+
+MLRT_API int mlrt_iallreduce(mlrt_comm *c, const void *send, void *recv, size_t count,
+                             mlrt_dtype t, mlrt_op op, mlrt_request **req);
+MLRT_API int mlrt_ibroadcast(mlrt_comm *c, void *buf, size_t count, mlrt_dtype t, int root,
+                             mlrt_request **req);
+MLRT_API int mlrt_iallgather(mlrt_comm *c, const void *send, void *recv, size_t count_per_rank,
+                             mlrt_dtype t, mlrt_request **req);
+MLRT_API int mlrt_ireduce_scatter(mlrt_comm *c, const void *send, void *recv,
+                                  size_t count_per_rank, mlrt_dtype t, mlrt_op op,
+                                  mlrt_request **req);
+MLRT_API int mlrt_ibarrier(mlrt_comm *c, mlrt_request **req);
+
+/* Block until req completes (bounded by the collective's own timeout);
+ * return its status and free it. */
+MLRT_API int mlrt_wait(mlrt_request *req);
+
+/* Never blocks: *done = 1 when req has completed, then its status is
+ * returned and req is freed; *done = 0 and MLRT_OK otherwise. */
+MLRT_API int mlrt_test(mlrt_request *req, int *done);
+
+/* Hold nonblocking collectives issued from now on (groups nest) ... */
+MLRT_API int mlrt_group_start(mlrt_comm *c);
+/* ... and release them together, fusing allreduces. */
+MLRT_API int mlrt_group_end(mlrt_comm *c);
+
+/* Fusion threshold in bytes for c (0: no fusion). */
+MLRT_API int mlrt_comm_set_fusion_bytes(mlrt_comm *c, size_t bytes);
+
+/* Counters: collectives run on the wire, and requests that were fused
+ * into another's collective. */
+typedef struct mlrt_comm_stats {
+	unsigned long long collectives;
+	unsigned long long fused_requests;
+} mlrt_comm_stats;
+
+MLRT_API int mlrt_comm_get_stats(const mlrt_comm *c, mlrt_comm_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif

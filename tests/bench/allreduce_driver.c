@@ -4,7 +4,8 @@
  *
  *   1. one checked iteration: every rank sends rank+1, so every element of
  *      the result must be n(n+1)/2 (exact in float32);
- *   2. up to -w untimed warm-up iterations;
+ *   2. up to -w untimed warm-up iterations, whose median time (slowest
+ *      rank) sets the number of timed iterations;
  *   3. timed iterations, each timed on each rank; at the end the times are
  *      reduced with max across ranks (the slowest rank is the iteration's
  *      time) and the median of those is reported.  Without -n, as many
@@ -47,7 +48,7 @@ static const char usage_text[] =
 	"  -n ITERS    timed iterations per size (default: as many as fit in -t, at\n"
 	"              least %d, at most %d)\n"
 	"  -w WARMUP   most untimed warm-up iterations per size, after the checked\n"
-	"              one (default 5; fewer for sizes slower than %.2f s in all)\n"
+	"              one (default 5, fewer where they would take over %.2f s)\n"
 	"  -t SECONDS  time to spend on the timed iterations of each size (default 0.3)\n"
 	"Prints one line per size: size count time_us algbw_GBs busbw_GBs iters\n"
 	"rss0_MiB rss_max_MiB.  float32 sum, out of place.\n";
@@ -228,6 +229,25 @@ static int timed_count(const struct ar_opts *o, double t)
 				       : (int)fit;
 }
 
+/* Makes room for n timings in *times (capacity *cap).  Returns 0, or 1
+ * with a message when out of memory. */
+static int grow_times(const struct ar_backend *b, double **times, size_t *cap, size_t n)
+{
+	double *grown;
+
+	if (n <= *cap)
+		return 0;
+	grown = realloc(*times, n * sizeof(*grown));
+	if (grown == NULL) {
+		fprintf(stderr, "%s allreduce: rank %d: out of memory for %zu timings\n", b->name,
+			b->rank, n);
+		return 1;
+	}
+	*times = grown;
+	*cap = n;
+	return 0;
+}
+
 int ar_bench_main(const struct ar_backend *b, int argc, char **argv)
 {
 	const float want = (float)b->size * (float)(b->size + 1) / 2.0f;
@@ -306,15 +326,20 @@ int ar_bench_main(const struct ar_backend *b, int argc, char **argv)
 		nw = warmup_count(&o, agree[0]);
 		t_iter = agree[0];
 		if (nw > 0) {
-			t = now_s();
+			if (grow_times(b, &times, &times_cap, (size_t)nw) != 0)
+				goto fail;
 			for (int i = 0; i < nw; i++) {
+				t = now_s();
 				rc = b->allreduce_f32_sum(b->state, send, recv, count);
+				times[i] = now_s() - t;
 				if (rc != 0) {
 					report_failure(b, "allreduce", bytes, rc);
 					goto fail;
 				}
 			}
-			agree[0] = (now_s() - t) / nw;
+			/* The median, so that one slow warm-up iteration (a busy
+			 * machine) does not cut the timed iterations short. */
+			agree[0] = median(times, (size_t)nw);
 			agree[1] = 0.0;
 			rc = b->max_f64(b->state, agree, 2);
 			if (rc != 0) {
@@ -325,17 +350,8 @@ int ar_bench_main(const struct ar_backend *b, int argc, char **argv)
 		}
 
 		n = timed_count(&o, t_iter);
-		if ((size_t)n + 2 > times_cap) {
-			double *grown = realloc(times, ((size_t)n + 2) * sizeof(*times));
-
-			if (grown == NULL) {
-				fprintf(stderr, "%s allreduce: rank %d: out of memory for %d timings\n",
-					b->name, b->rank, n);
-				goto fail;
-			}
-			times = grown;
-			times_cap = (size_t)n + 2;
-		}
+		if (grow_times(b, &times, &times_cap, (size_t)n + 2) != 0)
+			goto fail;
 		rc = b->barrier(b->state);
 		if (rc != 0) {
 			report_failure(b, "barrier", bytes, rc);

@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Allreduce benchmark: mlrt against Open MPI's MPI_Allreduce in the same
+# run, in two pairings, for each number of ranks:
+#
+#   tcp: mlrt with MLRT_TRANSPORT=tcp  vs  mpirun --mca btl self,tcp
+#   shm: mlrt's default (shm here)     vs  Open MPI's default
+#
+# Each configuration runs BENCH_REPS times, mlrt and MPI alternating; per
+# size the median of the runs is taken.  See docs/benchmarks.md.
+#
+# Environment (meson's benchmark() sets the first three):
+#   MLRUN, BENCH_MLRT, BENCH_MPI  mlrun, bench_allreduce, mpi_allreduce
+#                                 (default: under build/ of this checkout)
+#   BENCH_NP="2 4 8"              numbers of ranks
+#   BENCH_REPS=3                  runs of each configuration
+#   BENCH_MIN=4096 BENCH_MAX=268435456
+#                                 message sizes in bytes (K/M/G allowed)
+#   BENCH_ARGS                    more arguments for both programs (-n, -w, -t)
+#   BENCH_MPIRUN_ARGS             more arguments for mpirun (e.g. --bind-to none)
+#   BENCH_RUN_TIMEOUT=900         seconds allowed for one run
+#
+# Exit status: 0; 77 (skipped) without mpirun or mpi_allreduce; 1 when a
+# run fails (its stderr is printed) or prints no figures.
+set -u -o pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+build=${MESON_BUILD_ROOT:-$here/../../build}
+MLRUN=${MLRUN:-$build/launcher/mlrun}
+BENCH_MLRT=${BENCH_MLRT:-$build/tests/bench/bench_allreduce}
+BENCH_MPI=${BENCH_MPI-$build/tests/bench/mpi_allreduce}
+np_list=${BENCH_NP:-2 4 8}
+reps=${BENCH_REPS:-3}
+min=${BENCH_MIN:-4096}
+max=${BENCH_MAX:-268435456}
+run_timeout=${BENCH_RUN_TIMEOUT:-900}
+read -r -a prog_args <<<"${BENCH_ARGS:-}"
+read -r -a mpirun_args <<<"${BENCH_MPIRUN_ARGS:-}"
+
+# Keeps Open MPI's temporary buffers in the heap instead of mmap'ing and
+# unmapping them on every call (docs/benchmarks.md, "GLIBC_TUNABLES").
+mpi_tunables=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
+
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
+
+if ! command -v mpirun >/dev/null; then
+	echo "SKIP: mpirun (Open MPI) is not installed; the allreduce benchmark needs it for the baseline" >&2
+	exit 77
+fi
+if [ -z "$BENCH_MPI" ] || [ ! -x "$BENCH_MPI" ]; then
+	echo "SKIP: the MPI side (mpi_allreduce) was not built: '${BENCH_MPI}' (configure with -Dmpi=enabled)" >&2
+	exit 77
+fi
+[ -x "$MLRUN" ] || fail "mlrun not found at $MLRUN (build with ninja -C build, or set MLRUN)"
+[ -x "$BENCH_MLRT" ] || fail "bench_allreduce not found at $BENCH_MLRT (build it, or set BENCH_MLRT)"
+case $reps in
+'' | *[!0-9]* | 0) fail "BENCH_REPS must be a positive integer, not '$reps'" ;;
+esac
+for np in $np_list; do
+	case $np in
+	'' | *[!0-9]* | 0 | 1) fail "BENCH_NP must list numbers of ranks >= 2, not '$np'" ;;
+	esac
+done
+
+TMP=$(mktemp -d /tmp/mlrt-bench-allreduce.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+
+# run_one LABEL OUT CMD...: runs CMD with stdout to OUT under the time
+# limit; when it fails or prints no figures, shows its stderr and output
+# and exits 1.
+run_one() {
+	local label=$1 out=$2 rc
+	shift 2
+	timeout -k 10 "$run_timeout" "$@" >"$out" 2>"$out.err"
+	rc=$?
+	if [ $rc -ne 0 ] || ! grep -q '^ *[0-9]' "$out"; then
+		{
+			if [ $rc -eq 124 ]; then
+				echo "FAIL: $label: no result within ${run_timeout} s (BENCH_RUN_TIMEOUT)"
+			else
+				echo "FAIL: $label: exit status $rc"
+			fi
+			echo "command: $*"
+			echo "--- stderr:"
+			tail -n 100 "$out.err"
+			echo "--- stdout (last lines):"
+			tail -n 30 "$out"
+		} >&2
+		exit 1
+	fi
+}
+
+# report PAIR NP FILES...: the comparison table of one configuration from
+# the runs' outputs (a file name holds -mlrt- or -mpi-), and its summary
+# line appended to $TMP/summary.
+report() {
+	local pair=$1 np=$2
+	shift 2
+	awk -v pair="$pair" -v np="$np" -v reps="$reps" -v summary="$TMP/summary" '
+	function median(list,    v, n, i, j, x) {
+		n = split(list, v, " ")
+		for (i = 2; i <= n; i++) {
+			x = v[i] + 0
+			for (j = i - 1; j >= 1 && v[j] + 0 > x; j--)
+				v[j + 1] = v[j]
+			v[j + 1] = x
+		}
+		return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+	}
+	{
+		impl = FILENAME ~ /-mlrt-/ ? "mlrt" : "mpi"
+	}
+	/^# peak RSS:/ {
+		# "... max over ranks X MiB; buffers 2 x B MiB; ..."
+		for (i = 1; i < NF; i++) {
+			if ($i == "ranks" && $(i + 1) + 0 > rss[impl])
+				rss[impl] = $(i + 1) + 0
+			if ($i == "x")
+				buf = $(i + 1) + 0
+		}
+		next
+	}
+	$1 ~ /^[0-9]+$/ && NF >= 5 {
+		s = $1 + 0
+		if (!(s in seen)) {
+			seen[s] = 1
+			sizes[++nsizes] = s
+		}
+		tm[impl, s] = tm[impl, s] " " $3
+		bw[impl, s] = bw[impl, s] " " $5
+	}
+	END {
+		printf "%12s %14s %12s %14s %12s %12s\n", "size", "mlrt time_us", "mlrt busbw",
+		       "MPI time_us", "MPI busbw", "ratio busbw"
+		printf "%12s %14s %12s %14s %12s %12s\n", "bytes", "", "GB/s", "", "GB/s", "mlrt/MPI"
+		minr = -1
+		for (k = 1; k <= nsizes; k++) {
+			s = sizes[k]
+			if (!(("mlrt", s) in tm) || !(("mpi", s) in tm)) {
+				printf "%12d   (missing from the %s runs)\n", s,
+				       (("mlrt", s) in tm) ? "MPI" : "mlrt"
+				continue
+			}
+			mt = median(tm["mlrt", s]); mb = median(bw["mlrt", s])
+			pt = median(tm["mpi", s]); pb = median(bw["mpi", s])
+			r = pb > 0 ? mb / pb : 0
+			printf "%12d %14.2f %12.3f %14.2f %12.3f %12.2f\n", s, mt, mb, pt, pb, r
+			if (s >= 1048576 && (minr < 0 || r < minr)) {
+				minr = r
+				minr_at = s
+			}
+			if (lat_at == "" || s == 4096) {
+				lat_at = s
+				lat = pt > 0 ? mt / pt : 0
+				lat_m = mt
+				lat_p = pt
+			}
+		}
+		printf "peak RSS, max over ranks and runs: mlrt %.1f MiB, MPI %.1f MiB (buffers 2 x %.1f MiB)\n",
+		       rss["mlrt"], rss["mpi"], buf
+		line = sprintf("%s np %d:", pair, np)
+		if (minr >= 0)
+			line = line sprintf(" min busbw ratio mlrt/MPI from 1 MiB up %.2f (at %d B);",
+					    minr, minr_at)
+		else
+			line = line " min busbw ratio from 1 MiB up n/a (no size >= 1 MiB);"
+		if (lat_at != "")
+			line = line sprintf(" %s latency ratio mlrt/MPI time %.2f (%.1f vs %.1f us)",
+					    lat_at == 4096 ? "4 KiB" : lat_at " B", lat, lat_m, lat_p)
+		print line >>summary
+	}' "$@"
+}
+
+echo "# allreduce: mlrt vs Open MPI, float32 sum; sizes $min..$max bytes; np: $np_list;" \
+	"median of $reps run(s) per size"
+echo "# host $(hostname), $(nproc) CPUs; $(mpirun --version 2>/dev/null | head -n 1)"
+: >"$TMP/summary"
+
+for pair in tcp shm; do
+	for np in $np_list; do
+		if [ "$pair" = tcp ]; then
+			mlrt_env=(env MLRT_TRANSPORT=tcp)
+			mpi_btl=(--mca btl self,tcp)
+			title="mlrt MLRT_TRANSPORT=tcp vs mpirun --mca btl self,tcp"
+		else
+			mlrt_env=(env -u MLRT_TRANSPORT)
+			mpi_btl=()
+			title="mlrt default transport (shm) vs Open MPI default"
+		fi
+		files=()
+		for rep in $(seq 1 "$reps"); do
+			out=$TMP/$pair-np$np-mlrt-$rep
+			run_one "mlrt $pair np $np run $rep" "$out" \
+				"$MLRUN" -np "$np" --no-tag-output -- "${mlrt_env[@]}" \
+				"$BENCH_MLRT" -b "$min" -e "$max" "${prog_args[@]}"
+			files+=("$out")
+			out=$TMP/$pair-np$np-mpi-$rep
+			run_one "MPI $pair np $np run $rep" "$out" \
+				mpirun --oversubscribe --allow-run-as-root -np "$np" \
+				-x GLIBC_TUNABLES="$mpi_tunables" "${mpi_btl[@]}" "${mpirun_args[@]}" \
+				"$BENCH_MPI" -b "$min" -e "$max" "${prog_args[@]}"
+			files+=("$out")
+		done
+		echo
+		echo "== $pair, np $np: $title (median of $reps run(s)) =="
+		report "$pair" "$np" "${files[@]}" || fail "cannot summarise $pair np $np"
+	done
+done
+
+echo
+echo "== summary =="
+cat "$TMP/summary"
