@@ -17,6 +17,10 @@ int mlrti_allreduce_ring(mlrt_comm *c, const void *send, void *recv, size_t coun
 int mlrti_reduce_scatter_ring(mlrt_comm *c, const void *send, void *recv, size_t count,
                               mlrt_dtype t, mlrt_op op);
 int mlrti_allgather_ring(mlrt_comm *c, void *recv, size_t bytes);
+/* Hierarchical allreduce when ranks span hosts with the same number of
+ * ranks each; *used = 0 (and nothing done) when the layout does not fit. */
+int mlrti_allreduce_hier(mlrt_comm *c, const void *send, void *recv, size_t count,
+                         mlrt_dtype t, mlrt_op op, int *used);
 int mlrti_broadcast_chain(mlrt_comm *c, void *buf, size_t bytes, int root);
 
 /* tree.c: latency algorithms. */

@@ -1,9 +1,10 @@
 /* The public collectives: argument checks, numbering, algorithm choice.
  *
- * Choice: MLRT_ALGO=ring|tree forces one family; otherwise messages up to
- * the latency threshold (MLRT_TREE_MAX_BYTES, default below, measured
- * with tests/bench/allreduce.sh) use recursive doubling and binomial
- * trees, larger ones the rings. */
+ * Choice: MLRT_ALGO=ring|tree|hier forces one family; otherwise messages
+ * up to the latency threshold (MLRT_TREE_MAX_BYTES, default below,
+ * measured with tests/bench/allreduce.sh) use recursive doubling and
+ * binomial trees, larger ones the rings, hierarchical ones for allreduce
+ * when the ranks span hosts with equal numbers of ranks. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,7 @@
 
 #define DEFAULT_TREE_MAX_BYTES (64u * 1024)
 
-typedef enum algo_choice { ALGO_AUTO, ALGO_RING, ALGO_TREE } algo_choice;
+typedef enum algo_choice { ALGO_AUTO, ALGO_RING, ALGO_TREE, ALGO_HIER } algo_choice;
 
 static algo_choice forced_algo(void)
 {
@@ -27,7 +28,9 @@ static algo_choice forced_algo(void)
 		return ALGO_RING;
 	if (strcmp(s, "tree") == 0)
 		return ALGO_TREE;
-	mlrt_log(MLRT_LOG_WARN, "comm: MLRT_ALGO=%s is not ring, tree or auto; using auto", s);
+	if (strcmp(s, "hier") == 0)
+		return ALGO_HIER;
+	mlrt_log(MLRT_LOG_WARN, "comm: MLRT_ALGO=%s is not ring, tree, hier or auto; using auto", s);
 	return ALGO_AUTO;
 }
 
@@ -84,6 +87,14 @@ static int run_allreduce(mlrt_comm *c, const mlrti_coll_args *a, size_t bytes)
 	}
 	if (use_tree(c, bytes))
 		return mlrti_allreduce_rd(c, a->send, a->recv, a->count, a->t, a->op);
+	/* Ranks on several hosts: the hierarchical algorithm keeps most of
+	 * the traffic in shared memory, when the layout suits it. */
+	if (c->multi_host && forced_algo() != ALGO_RING) {
+		int used, rc = mlrti_allreduce_hier(c, a->send, a->recv, a->count, a->t, a->op, &used);
+
+		if (used || rc != MLRT_OK)
+			return rc;
+	}
 	return mlrti_allreduce_ring(c, a->send, a->recv, a->count, a->t, a->op);
 }
 

@@ -47,6 +47,7 @@ struct mlrt_comm {
 	mlrti_link *links;              /* [size]; links[rank] is unused */
 	char (*hosts)[MLRTI_HOST_MAX];  /* [size]: each rank's host name */
 	int *pids;                      /* [size]: each rank's pid */
+	int multi_host;                 /* ranks span more than one host */
 	void *tcp;                      /* tcp.c's state, or NULL */
 	void *shm;                      /* shm.c's state, or NULL */
 

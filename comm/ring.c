@@ -8,6 +8,7 @@
  * keeps the next bytes flowing while this rank reduces.  Reductions are
  * done once per segment, always in the same order (left accumulator op
  * own data), so every rank ends with the same bits, run after run. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "comm/algo.h"
@@ -49,6 +50,27 @@ static int mod(int a, int n)
 	return ((a % n) + n) % n;
 }
 
+/* A ring: n members, this rank at position me; ranks[i] is the
+ * communicator rank at position i (NULL: position i is rank i). */
+typedef struct ring {
+	const int *ranks;
+	int n;
+	int me;
+} ring;
+
+/* Communicator rank at position me + delta. */
+static int ring_peer(const ring *g, int delta)
+{
+	int i = mod(g->me + delta, g->n);
+
+	return g->ranks != NULL ? g->ranks[i] : i;
+}
+
+static ring world_ring(const mlrt_comm *c)
+{
+	return (ring){NULL, c->size, c->rank};
+}
+
 /* What a reducing receive does with each piece: out = op(piece, own). */
 typedef struct reduce_ctx {
 	char *out;
@@ -68,11 +90,11 @@ static void reduce_piece(void *arg, const void *data, size_t off, size_t len)
 /* Reduce-scatter of column k over segments: afterwards this rank holds
  * the fully reduced column of segment r+1 in rb (out of place: sb holds
  * the input and is only read). */
-static int ring_reduce_scatter_col(mlrt_comm *c, const segments *s, size_t k, size_t col,
-                                   const char *sb, char *rb, mlrt_dtype t, mlrt_op op)
+static int ring_reduce_scatter_col(mlrt_comm *c, const ring *g, const segments *s, size_t k,
+                                   size_t col, const char *sb, char *rb, mlrt_dtype t, mlrt_op op)
 {
 	const size_t es = mlrt_dtype_size(t);
-	const int n = c->size, r = c->rank;
+	const int n = g->n, r = g->me;
 	int rc = MLRT_OK;
 
 	for (int step = 0; step < n - 1 && rc == MLRT_OK; step++) {
@@ -80,10 +102,10 @@ static int ring_reduce_scatter_col(mlrt_comm *c, const segments *s, size_t k, si
 		reduce_ctx red = {rb + col_lo(s, rj, k, col) * es, sb + col_lo(s, rj, k, col) * es, t,
 		                  op, es};
 		mlrti_xfer x = {
-			.to = mod(r + 1, n),
+			.to = ring_peer(g, 1),
 			.sbuf = (step == 0 ? sb : rb) + col_lo(s, sj, k, col) * es,
 			.slen = col_n(s, sj, k, col) * es,
-			.from = mod(r - 1, n),
+			.from = ring_peer(g, -1),
 			.rlen = col_n(s, rj, k, col) * es,
 			.on_piece = reduce_piece,
 			.arg = &red,
@@ -96,19 +118,19 @@ static int ring_reduce_scatter_col(mlrt_comm *c, const segments *s, size_t k, si
 
 /* Allgather of column k: segment `have` is complete here; afterwards all
  * are.  Step i passes on what arrived at step i-1. */
-static int ring_allgather_col(mlrt_comm *c, const segments *s, size_t k, size_t col, int have,
-                              char *rb, size_t es)
+static int ring_allgather_col(mlrt_comm *c, const ring *g, const segments *s, size_t k,
+                              size_t col, int have, char *rb, size_t es)
 {
-	const int n = c->size;
+	const int n = g->n;
 	int rc = MLRT_OK;
 
 	for (int step = 0; step < n - 1 && rc == MLRT_OK; step++) {
 		int sj = mod(have - step, n), rj = mod(have - step - 1, n);
 		mlrti_xfer x = {
-			.to = mod(c->rank + 1, n),
+			.to = ring_peer(g, 1),
 			.sbuf = rb + col_lo(s, sj, k, col) * es,
 			.slen = col_n(s, sj, k, col) * es,
-			.from = mod(c->rank - 1, n),
+			.from = ring_peer(g, -1),
 			.rbuf = rb + col_lo(s, rj, k, col) * es,
 			.rlen = col_n(s, rj, k, col) * es,
 			.elem_size = es,
@@ -118,22 +140,122 @@ static int ring_allgather_col(mlrt_comm *c, const segments *s, size_t k, size_t 
 	return rc;
 }
 
-int mlrti_allreduce_ring(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
-                         mlrt_op op)
+/* Ring allreduce over g of count elements at recv (send: the input, may
+ * equal recv).  AVG divides by `divisor` (the ring size, or the world size
+ * when this ring is one stage of a larger reduction). */
+static int allreduce_on(mlrt_comm *c, const ring *g, const void *send, void *recv, size_t count,
+                        mlrt_dtype t, mlrt_op op, int divisor)
 {
 	const size_t es = mlrt_dtype_size(t), col = c->chunk_bytes / es;
-	const int n = c->size, own = mod(c->rank + 1, n);
-	const segments s = {count, count / (size_t)n, count % (size_t)n};
+	const int own = mod(g->me + 1, g->n);
+	const segments s = {count, count / (size_t)g->n, count % (size_t)g->n};
 	int rc = MLRT_OK;
 
 	for (size_t k = 0; k * col < seg_len(&s, 0) && rc == MLRT_OK; k++) {
-		rc = ring_reduce_scatter_col(c, &s, k, col, send, recv, t, op);
+		rc = ring_reduce_scatter_col(c, g, &s, k, col, send, recv, t, op);
 		if (rc == MLRT_OK)
 			rc = mlrti_reduce_finish((char *)recv + col_lo(&s, own, k, col) * es,
-			                         col_n(&s, own, k, col), t, op, n);
+			                         col_n(&s, own, k, col), t, op, divisor);
 		if (rc == MLRT_OK)
-			rc = ring_allgather_col(c, &s, k, col, own, recv, es);
+			rc = ring_allgather_col(c, g, &s, k, col, own, recv, es);
 	}
+	return rc;
+}
+
+int mlrti_allreduce_ring(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
+                         mlrt_op op)
+{
+	ring g = world_ring(c);
+
+	return allreduce_on(c, &g, send, recv, count, t, op, c->size);
+}
+
+/* The two rings of a host-major layout: the ranks of this host, and the
+ * ranks with this rank's local index on every host.  Works when every host
+ * runs the same number of ranks; *ok = 0 otherwise. */
+static int host_rings(const mlrt_comm *c, int *local, int *cross, ring *gl, ring *gx, int *ok)
+{
+	int nl = 0, nx = 0, me_l = -1;
+
+	*ok = 0;
+	for (int r = 0; r < c->size; r++) {
+		if (strcmp(c->hosts[r], c->hosts[c->rank]) == 0) {
+			if (r == c->rank)
+				me_l = nl;
+			local[nl++] = r;
+		}
+	}
+	/* Host h's member at local index me_l: walk the hosts in order of
+	 * their first rank. */
+	for (int r = 0; r < c->size; r++) {
+		int first = 1, idx = 0, count = 0;
+
+		for (int q = 0; q < r && first; q++)
+			first = strcmp(c->hosts[q], c->hosts[r]) != 0;
+		if (!first)
+			continue;
+		for (int q = 0; q < c->size; q++) {
+			if (strcmp(c->hosts[q], c->hosts[r]) != 0)
+				continue;
+			if (idx == me_l)
+				cross[nx] = q;
+			idx++;
+			count++;
+		}
+		if (count != nl)
+			return MLRT_OK; /* uneven hosts */
+		if (cross[nx] == c->rank)
+			gx->me = nx;
+		nx++;
+	}
+	*gl = (ring){local, nl, me_l};
+	gx->ranks = cross;
+	gx->n = nx;
+	*ok = nl > 1 && nx > 1;
+	return MLRT_OK;
+}
+
+/* Hierarchical allreduce for ranks on several hosts: reduce-scatter within
+ * the host (shared memory), allreduce of this rank's part across hosts
+ * (one ring per local index, all running at once), allgather within the
+ * host.  Each part is finished once, so all ranks get the same bits. */
+int mlrti_allreduce_hier(mlrt_comm *c, const void *send, void *recv, size_t count,
+                         mlrt_dtype t, mlrt_op op, int *used)
+{
+	const size_t es = mlrt_dtype_size(t), col = c->chunk_bytes / es;
+	const mlrt_op sum_op = op == MLRT_AVG ? MLRT_SUM : op;
+	int *local = malloc(sizeof(int) * (size_t)c->size * 2), ok, own, rc;
+	ring gl, gx;
+
+	*used = 0;
+	if (local == NULL)
+		return MLRT_ERR_NOMEM;
+	rc = host_rings(c, local, local + c->size, &gl, &gx, &ok);
+	if (rc != MLRT_OK || !ok) {
+		free(local);
+		return rc;
+	}
+	*used = 1;
+	own = mod(gl.me + 1, gl.n);
+	mlrt_log(MLRT_LOG_DEBUG, "allreduce #%u: hierarchical, %d hosts x %d ranks", c->seq, gx.n,
+	         gl.n);
+	{
+		const segments s = {count, count / (size_t)gl.n, count % (size_t)gl.n};
+
+		for (size_t k = 0; k * col < seg_len(&s, 0) && rc == MLRT_OK; k++) {
+			size_t lo = col_lo(&s, own, k, col), n = col_n(&s, own, k, col);
+			char *part = (char *)recv + lo * es;
+
+			rc = ring_reduce_scatter_col(c, &gl, &s, k, col, send, recv, t, sum_op);
+			if (rc == MLRT_OK)
+				rc = allreduce_on(c, &gx, part, part, n, t, sum_op, gx.n);
+			if (rc == MLRT_OK)
+				rc = mlrti_reduce_finish(part, n, t, op, c->size);
+			if (rc == MLRT_OK)
+				rc = ring_allgather_col(c, &gl, &s, k, col, own, recv, es);
+		}
+	}
+	free(local);
 	return rc;
 }
 
@@ -141,10 +263,11 @@ int mlrti_allgather_ring(mlrt_comm *c, void *recv, size_t bytes)
 {
 	const int n = c->size;
 	const segments s = {bytes * (size_t)n, bytes, 0};
+	ring g = world_ring(c);
 	int rc = MLRT_OK;
 
 	for (size_t k = 0; k * c->chunk_bytes < bytes && rc == MLRT_OK; k++)
-		rc = ring_allgather_col(c, &s, k, c->chunk_bytes, c->rank, recv, 1);
+		rc = ring_allgather_col(c, &g, &s, k, c->chunk_bytes, c->rank, recv, 1);
 	return rc;
 }
 
