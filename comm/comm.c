@@ -72,6 +72,8 @@ int mlrti_comm_fail(mlrt_comm *c, int status)
 			mlrti_tcp_ops.abort(c);
 		if (c->shm != NULL)
 			mlrti_shm_ops.abort(c);
+		if (c->ofi != NULL)
+			mlrti_ofi_ops.abort(c);
 	}
 	return atomic_load(&c->failed);
 }
@@ -167,11 +169,17 @@ static int open_transports(mlrt_comm *c)
 		rc = MLRT_ERR_NOMEM;
 		goto out;
 	}
+	if (force != NULL && strcmp(force, "ofi") == 0) {
+		/* Every peer over libfabric, on this host too. */
+		for (int r = 0; r < c->size; r++)
+			tcp[r] = r != c->rank;
+		rc = mlrti_ofi_open(c, tcp);
+		goto out;
+	}
 	if (force != NULL && *force != '\0' && strcmp(force, "tcp") != 0 &&
 	    strcmp(force, "shm") != 0) {
-		mlrt_log(MLRT_LOG_ERROR, "comm: MLRT_TRANSPORT=%s is not one of tcp, shm%s", force,
-		         strcmp(force, "ofi") == 0 ? " (this build has no ofi transport yet)" : "");
-		rc = strcmp(force, "ofi") == 0 ? MLRT_ERR_UNSUPPORTED : MLRT_ERR_INVALID;
+		mlrt_log(MLRT_LOG_ERROR, "comm: MLRT_TRANSPORT=%s is not one of tcp, shm, ofi", force);
+		rc = MLRT_ERR_INVALID;
 		goto out;
 	}
 	for (int r = 0; r < c->size; r++) {
@@ -289,6 +297,8 @@ void mlrti_comm_free(mlrt_comm *c)
 		mlrti_tcp_ops.close(c);
 	if (c->shm != NULL)
 		mlrti_shm_ops.close(c);
+	if (c->ofi != NULL)
+		mlrti_ofi_ops.close(c);
 	free(c->scratch);
 	free(c->links);
 	free(c->hosts);

@@ -50,6 +50,7 @@ struct mlrt_comm {
 	int multi_host;                 /* ranks span more than one host */
 	void *tcp;                      /* tcp.c's state, or NULL */
 	void *shm;                      /* shm.c's state, or NULL */
+	void *ofi;                      /* ofi.c's state, or NULL */
 
 	/* Scratch for the algorithms: chunk-sized, allocated and touched once. */
 	void *scratch;
@@ -96,6 +97,8 @@ int mlrti_tcp_open(mlrt_comm *c, const int *peers);
 int mlrti_shm_open(mlrt_comm *c, const int *peers);
 extern const mlrti_transport_ops mlrti_tcp_ops;
 extern const mlrti_transport_ops mlrti_shm_ops;
+int mlrti_ofi_open(mlrt_comm *c, const int *peers);
+extern const mlrti_transport_ops mlrti_ofi_ops;
 
 /* ---- point to point (comm/p2p.c) ---- */
 

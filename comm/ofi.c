@@ -15,6 +15,12 @@
  * reported (MLRT_ERR_PROTOCOL) instead of waited for.  Up to WINDOW
  * pieces per direction are posted at once.
  *
+ * A lost peer shows as an error completion (its connection broke), as
+ * its process gone (peers on this host, checked when a direction has
+ * been idle a while), or through the launcher's abort key and the
+ * driver's timeout.  close trades goodbyes with the peers first, so that
+ * no rank's last messages die with its endpoint (say_goodbye).
+ *
  * Threads: progress and close run on the thread that owns the
  * communicator; abort only raises a flag and is safe from any thread. */
 #include "mlrt_config.h"
@@ -28,6 +34,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -49,21 +56,36 @@
 #define PIECE_BYTES ((size_t)256 * 1024)
 #define WINDOW 4 /* pieces posted at once per direction */
 
-/* Tag: bits 0-31 the collective number, 32-51 the piece index, 52-63 the
- * message counter of the direction (both wrap; only a window of them is
- * ever outstanding). */
-#define TAG_SEQ_MASK 0xffffffffull
-#define TAG_PIECE_SHIFT 32
-#define TAG_PIECE_MASK 0xfffffull
-#define TAG_MSG_SHIFT 52
-#define TAG_MSG_MASK 0xfffull
+/* Tag, from bit 0: the collective number (32 bits, fewer where the
+ * provider's tags are narrower), the piece index (12 bits), the
+ * direction's message counter (12 bits) and a control bit (set only in
+ * the goodbye of close).  Index and counter wrap; only a window of them is
+ * ever outstanding.  Providers may keep top bits for themselves
+ * (mem_tag_format 0x5555...: libfabric 1.17's "net" keeps bit 63), so the
+ * fields start at the bottom. */
+#define TAG_FIELD_BITS 12
+#define TAG_FIELD_MASK 0xfffull
+#define TAG_MIN_SEQ_BITS 8
 
 #define CQ_BATCH 16
 #define CQ_ROUNDS 64 /* batches per progress call, so that it returns */
 /* A direction idle this long checks that its peer's process is alive
  * (peers on this host only), then again every LIVENESS_MS. */
 #define LIVENESS_MS 100
+/* Longest wait in close for the peers' goodbyes; then how long the
+ * provider may still send (see say_goodbye). */
+#define GOODBYE_MS 1000
+#define GOODBYE_LINGER_MS 5
+/* How long a dead local peer's last messages are read for. */
+#define LAST_WORDS_MS 50
+#define LAST_WORDS_ROUNDS 16
 #define CLOSE_DRAIN_MS 200
+
+/* The driver sleeps on a wait fd at most 100 ms at a time (comm/p2p.c):
+ * finding completions this long after offering the fd means it did not
+ * wake the driver; FD_MISSES such sleeps in a row, and it is dropped. */
+#define FD_SUSPECT_MS 90
+#define FD_MISSES 3
 
 #define CARD_MAGIC 0x6d6c6f66u /* "mlof" */
 
@@ -86,7 +108,8 @@ typedef struct ofi_dir ofi_dir;
 /* One posted piece.  ctx comes first: a completion's op_context is &ctx. */
 typedef struct ofi_slot {
 	struct fi_context2 ctx;
-	ofi_dir *dir;
+	ofi_link *link;
+	ofi_dir *dir;  /* NULL: a goodbye (link->bye_tx or bye_rx) */
 	size_t piece; /* index in the message */
 	size_t len;   /* bytes expected */
 	int busy;     /* posted, no completion yet */
@@ -118,6 +141,9 @@ struct ofi_link {
 	int pidfd;          /* -1: kill(pid, 0) */
 	int64_t next_check;
 	ofi_dir tx, rx;
+	ofi_slot bye_tx;    /* this rank's goodbye, sent by close */
+	ofi_slot bye_rx;    /* the peer's, posted from the start */
+	int bye_todo;
 };
 
 struct ofi_state {
@@ -129,7 +155,12 @@ struct ofi_state {
 	struct fid_cq *cq;
 	struct fid_ep *ep;
 	int cq_fd;           /* the CQ's wait fd, or -1 (the driver spins) */
+	int64_t armed_ms;    /* when wait_fd last offered cq_fd; 0 once used */
+	int fd_missed;       /* sleeps in a row that cq_fd did not end */
 	int cq_data;         /* the provider carries 8 bytes of remote CQ data */
+	int seq_bits;        /* of the collective number in a tag */
+	uint64_t seq_mask;
+	uint64_t ctrl_tag;   /* the goodbye's tag: no data receive matches it */
 	int stalled;         /* directions with a refused post */
 	int size;
 	ofi_link *links;     /* [size]; used where links[p].st != NULL */
@@ -145,10 +176,11 @@ static size_t piece_len(const mlrti_op *op, size_t piece)
 	return op->len - off < PIECE_BYTES ? op->len - off : PIECE_BYTES;
 }
 
-static uint64_t make_tag(uint32_t seq, size_t piece, uint32_t msgno)
+static uint64_t make_tag(const ofi_state *st, uint32_t seq, size_t piece, uint32_t msgno)
 {
-	return (uint64_t)seq | ((uint64_t)piece & TAG_PIECE_MASK) << TAG_PIECE_SHIFT |
-	       ((uint64_t)msgno & TAG_MSG_MASK) << TAG_MSG_SHIFT;
+	return ((uint64_t)seq & st->seq_mask) |
+	       ((uint64_t)piece & TAG_FIELD_MASK) << st->seq_bits |
+	       ((uint64_t)msgno & TAG_FIELD_MASK) << (st->seq_bits + TAG_FIELD_BITS);
 }
 
 /* Status for a failed post or read of libfabric: a broken connection is a
@@ -198,7 +230,7 @@ static int open_pidfd(pid_t pid)
 /* Whether a local peer's process still runs; a zombie counts as dead. */
 static int peer_alive(const ofi_link *l)
 {
-	char path[64], stat[256], *paren;
+	char path[64], line[256], *paren;
 
 	if (l->pidfd >= 0) {
 		struct pollfd pfd = {.fd = l->pidfd, .events = POLLIN};
@@ -208,8 +240,8 @@ static int peer_alive(const ofi_link *l)
 	if (kill(l->pid, 0) != 0 && errno != EPERM)
 		return 0;
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)l->pid);
-	read_line(path, stat, sizeof(stat));
-	paren = strrchr(stat, ')');
+	read_line(path, line, sizeof(line));
+	paren = strrchr(line, ')');
 	return paren == NULL || (paren[1] != ' ' || (paren[2] != 'Z' && paren[2] != 'X'));
 }
 
@@ -220,7 +252,8 @@ static int get_info(ofi_state *st)
 {
 	struct fi_info *hints = fi_allocinfo();
 	const char *want = getenv("FI_PROVIDER");
-	int r;
+	uint64_t fmt;
+	int r, tag_bits;
 
 	if (hints == NULL)
 		return MLRT_ERR_NOMEM;
@@ -231,12 +264,16 @@ static int get_info(ofi_state *st)
 	/* No memory is registered: only modes that concern RMA are fine. */
 	hints->domain_attr->mr_mode = FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY;
 	hints->domain_attr->threading = FI_THREAD_DOMAIN;
+	/* Sends on a link arrive in order: the goodbye of close comes last. */
+	hints->tx_attr->msg_order = FI_ORDER_SAS;
+	hints->rx_attr->msg_order = FI_ORDER_SAS;
 	r = fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), NULL, NULL, 0, hints,
 	               &st->info);
 	fi_freeinfo(hints);
 	if (r == -FI_ENODATA) {
-		mlrt_log(MLRT_LOG_ERROR, "ofi: no libfabric provider%s%s offers reliable tagged "
-		                         "messages (FI_EP_RDM, FI_TAGGED) here; try FI_PROVIDER=tcp",
+		mlrt_log(MLRT_LOG_ERROR,
+		         "ofi: no libfabric provider%s%s offers reliable tagged messages "
+		         "(FI_EP_RDM, FI_TAGGED) here; try FI_PROVIDER=tcp",
 		         want ? " matching FI_PROVIDER=" : "", want ? want : "");
 		return MLRT_ERR_UNSUPPORTED;
 	}
@@ -245,6 +282,20 @@ static int get_info(ofi_state *st)
 		return MLRT_ERR_IO;
 	}
 	st->cq_data = st->info->domain_attr->cq_data_size >= sizeof(uint64_t);
+	fmt = st->info->ep_attr->mem_tag_format;
+	/* The highest bit set in the format is the provider's highest tag bit. */
+	tag_bits = fmt == 0 ? 64 : 64 - __builtin_clzll(fmt);
+	st->seq_bits = tag_bits - 2 * TAG_FIELD_BITS - 1;
+	if (st->seq_bits > 32)
+		st->seq_bits = 32;
+	if (st->seq_bits < TAG_MIN_SEQ_BITS) {
+		mlrt_log(MLRT_LOG_ERROR, "ofi: provider %s has %d-bit tags, too few; try "
+		                         "FI_PROVIDER=tcp",
+		         st->info->fabric_attr->prov_name, tag_bits);
+		return MLRT_ERR_UNSUPPORTED;
+	}
+	st->seq_mask = (1ull << st->seq_bits) - 1;
+	st->ctrl_tag = 1ull << (st->seq_bits + 2 * TAG_FIELD_BITS);
 	return MLRT_OK;
 }
 
@@ -355,14 +406,16 @@ static int add_peer(mlrt_comm *c, ofi_state *st, const ofi_card *mine, int p, in
 	}
 	if (len < sizeof(*card) || card->magic != CARD_MAGIC ||
 	    len != sizeof(*card) + card->addrlen) {
-		mlrt_log(MLRT_LOG_ERROR, "ofi: rank %d published a malformed address at %s", p, key);
+		mlrt_log(MLRT_LOG_ERROR, "ofi: rank %d published a malformed address at %s", p,
+		         key);
 		rc = MLRT_ERR_PROTOCOL;
 		goto out;
 	}
 	card->prov[sizeof(card->prov) - 1] = '\0';
 	if (strcmp(card->prov, mine->prov) != 0 || card->addr_format != mine->addr_format) {
-		mlrt_log(MLRT_LOG_ERROR, "ofi: rank %d uses provider %s but rank %d uses %s: set the "
-		                         "same FI_PROVIDER for every rank",
+		mlrt_log(MLRT_LOG_ERROR,
+		         "ofi: rank %d uses provider %s but rank %d uses %s: set the same "
+		         "FI_PROVIDER for every rank",
 		         p, card->prov, c->rank, mine->prov);
 		rc = MLRT_ERR_INVALID;
 		goto out;
@@ -383,6 +436,19 @@ static int add_peer(mlrt_comm *c, ofi_state *st, const ofi_card *mine, int p, in
 out:
 	free(card);
 	return rc;
+}
+
+/* The peer's goodbye (see say_goodbye) is matched at once, whenever it
+ * comes: some providers acknowledge only matched messages. */
+static int post_goodbye_recv(ofi_state *st, ofi_link *l)
+{
+	ssize_t r = fi_trecv(st->ep, &l->bye_rx, 0, NULL, l->addr, st->ctrl_tag, 0,
+	                     &l->bye_rx.ctx);
+
+	if (r != 0)
+		return setup_failed("fi_trecv (goodbye)", (int)r);
+	l->bye_rx.busy = 1;
+	return MLRT_OK;
 }
 
 int mlrti_ofi_open(mlrt_comm *c, const int *peers)
@@ -420,8 +486,13 @@ int mlrti_ofi_open(mlrt_comm *c, const int *peers)
 		l->peer = p;
 		l->tx = (ofi_dir){.link = l, .is_send = 1};
 		l->rx = (ofi_dir){.link = l, .is_send = 0};
-		for (int i = 0; i < WINDOW; i++)
-			l->tx.slots[i].dir = &l->tx, l->rx.slots[i].dir = &l->rx;
+		for (int i = 0; i < WINDOW; i++) {
+			l->tx.slots[i] = (ofi_slot){.link = l, .dir = &l->tx};
+			l->rx.slots[i] = (ofi_slot){.link = l, .dir = &l->rx};
+		}
+		l->bye_tx = (ofi_slot){.link = l};
+		l->bye_rx = (ofi_slot){.link = l};
+		MLRTI_CHECK_GOTO(post_goodbye_recv(st, l), rc, out);
 		c->links[p] = (mlrti_link){.ops = &mlrti_ofi_ops, .peer = p, .state = l};
 	}
 	mlrt_log(MLRT_LOG_DEBUG, "ofi: rank %d on provider %s (fabric %s, domain %s)%s", c->rank,
@@ -434,25 +505,14 @@ out:
 
 /* ---- data path ---- */
 
-/* A piece that is not the one expected: ranks disagree.  have_len: the
- * sender's message length is known (remote CQ data). */
-static int bad_piece(const ofi_dir *d, const ofi_slot *s, uint64_t tag, int have_len,
-                     uint64_t sent_len, const char *what)
+/* A piece that is not the one expected: ranks disagree.  sent says what
+ * the peer sent, seq is from its tag. */
+static int bad_piece(const ofi_dir *d, uint32_t seq, const char *sent)
 {
-	const mlrti_op *op = d->op;
-	uint32_t seq = (uint32_t)(tag & TAG_SEQ_MASK);
-
-	if (have_len)
-		mlrt_log(MLRT_LOG_ERROR,
-		         "comm: rank %d sent %llu bytes for collective #%u, but this rank expected %zu "
-		         "bytes for collective #%u: the ranks disagree on the collective or its count",
-		         d->link->peer, (unsigned long long)sent_len, seq, op->len, op->seq);
-	else
-		mlrt_log(MLRT_LOG_ERROR,
-		         "comm: rank %d sent %s as piece %zu of a message for collective #%u, but this "
-		         "rank expected %zu bytes there (of %zu) for collective #%u: the ranks "
-		         "disagree on the collective or its count",
-		         d->link->peer, what, s->piece, seq, s->len, op->len, op->seq);
+	mlrt_log(MLRT_LOG_ERROR,
+	         "comm: rank %d sent %s for collective #%u, but this rank expected %zu bytes for "
+	         "collective #%u: the ranks disagree on the collective or its count",
+	         d->link->peer, sent, seq, d->op->len, d->op->seq);
 	return MLRT_ERR_PROTOCOL;
 }
 
@@ -492,7 +552,7 @@ static int post(ofi_dir *d, ofi_slot *s, size_t piece)
 	ofi_state *st = l->st;
 	mlrti_op *op = d->op;
 	size_t off = piece * PIECE_BYTES, len = piece_len(op, piece);
-	uint64_t tag = make_tag(op->seq, piece, d->msgno);
+	uint64_t tag = make_tag(st, op->seq, piece, d->msgno);
 	ssize_t r;
 
 	s->piece = piece;
@@ -500,15 +560,17 @@ static int post(ofi_dir *d, ofi_slot *s, size_t piece)
 	if (d->is_send) {
 		const void *buf = len > 0 ? (const char *)op->sbuf + off : (const void *)s;
 
-		r = st->cq_data ? fi_tsenddata(st->ep, buf, len, NULL, op->len, l->addr, tag, &s->ctx)
-		                : fi_tsend(st->ep, buf, len, NULL, l->addr, tag, &s->ctx);
+		if (st->cq_data)
+			r = fi_tsenddata(st->ep, buf, len, NULL, op->len, l->addr, tag, &s->ctx);
+		else
+			r = fi_tsend(st->ep, buf, len, NULL, l->addr, tag, &s->ctx);
 	} else {
 		void *buf = op->rbuf != NULL ? (char *)op->rbuf + off
 		          : d->staging != NULL ? d->staging + (piece % WINDOW) * PIECE_BYTES
 		                               : (void *)s;
 
 		/* Any collective number matches: a wrong one is reported. */
-		r = fi_trecv(st->ep, buf, len, NULL, l->addr, tag, TAG_SEQ_MASK, &s->ctx);
+		r = fi_trecv(st->ep, buf, len, NULL, l->addr, tag, st->seq_mask, &s->ctx);
 	}
 	if (r == -FI_EAGAIN)
 		return -FI_EAGAIN;
@@ -556,17 +618,27 @@ static int completed(const struct fi_cq_tagged_entry *e)
 	if (s == NULL)
 		return MLRT_OK;
 	d = s->dir;
-	if (!s->busy || d->op == NULL)
-		return MLRT_OK; /* left over from an abandoned message */
 	s->busy = 0;
+	if (d == NULL || d->op == NULL)
+		return MLRT_OK; /* a goodbye, or left over from an abandoned message */
 	if (!d->is_send) {
-		int have_len = d->link->st->cq_data && (e->flags & FI_REMOTE_CQ_DATA);
-		char what[64];
+		const ofi_state *st = d->link->st;
+		int have_len = st->cq_data && (e->flags & FI_REMOTE_CQ_DATA);
+		uint32_t seq = (uint32_t)(e->tag & st->seq_mask);
+		char sent[128];
 
-		snprintf(what, sizeof(what), "%zu bytes", e->len);
-		if ((uint32_t)(e->tag & TAG_SEQ_MASK) != d->op->seq ||
-		    (have_len && e->data != d->op->len) || e->len != s->len)
-			return bad_piece(d, s, e->tag, have_len, e->data, what);
+		if (seq != (d->op->seq & st->seq_mask) || (have_len && e->data != d->op->len) ||
+		    e->len != s->len) {
+			if (have_len)
+				snprintf(sent, sizeof(sent), "%llu bytes",
+				         (unsigned long long)e->data);
+			else
+				snprintf(sent, sizeof(sent),
+				         "a message with %zu bytes in piece %zu (%zu expected "
+				         "there)",
+				         e->len, s->piece, s->len);
+			return bad_piece(d, seq, sent);
+		}
 	}
 	s->done = 1;
 	d->last_ms = mlrti_now_ms();
@@ -593,8 +665,8 @@ static int completed_with_error(ofi_state *st)
 	s = err.op_context;
 	if (s != NULL)
 		s->busy = 0;
-	if (err.err == FI_ECANCELED)
-		return MLRT_OK;
+	if (err.err == FI_ECANCELED || (s != NULL && s->dir == NULL))
+		return MLRT_OK; /* or a goodbye that failed: its peer is gone or going */
 	if (err.prov_errno != 0)
 		snprintf(detail, sizeof(detail), " (%s)",
 		         fi_cq_strerror(st->cq, err.prov_errno, err.err_data, NULL, 0));
@@ -605,15 +677,18 @@ static int completed_with_error(ofi_state *st)
 	}
 	d = s->dir;
 	if (!d->is_send && err.err == FI_ETRUNC && d->op != NULL) {
-		char what[64];
-		/* The tag's match bits show that the provider filled it in. */
-		uint64_t tag = (err.tag & ~TAG_SEQ_MASK) == (make_tag(0, s->piece, d->msgno))
-		                   ? err.tag
+		char sent[64];
+		/* The tag's match bits show whether the provider filled it in. */
+		uint32_t seq = (err.tag & ~st->seq_mask) == make_tag(st, 0, s->piece, d->msgno)
+		                   ? (uint32_t)(err.tag & st->seq_mask)
 		                   : d->op->seq;
 
-		snprintf(what, sizeof(what), "more than %zu bytes", s->len);
-		return bad_piece(d, s, tag, st->cq_data && (err.flags & FI_REMOTE_CQ_DATA), err.data,
-		                 what);
+		if (st->cq_data && (err.flags & FI_REMOTE_CQ_DATA))
+			snprintf(sent, sizeof(sent), "%llu bytes", (unsigned long long)err.data);
+		else
+			snprintf(sent, sizeof(sent), "more than %zu bytes",
+			         s->piece * PIECE_BYTES + s->len);
+		return bad_piece(d, seq, sent);
 	}
 	mlrt_log(MLRT_LOG_ERROR, "comm: lost rank %d (ofi %s of piece %zu: %s%s)", d->link->peer,
 	         d->is_send ? "send" : "receive", s->piece, fi_strerror(err.err), detail);
@@ -623,8 +698,9 @@ static int completed_with_error(ofi_state *st)
 /* Read the CQ until it is empty (bounded), advancing every direction
  * whose pieces completed.  Reading also drives providers with manual
  * progress. */
-static int drain_cq(ofi_state *st)
+static int drain_cq(ofi_state *st, size_t *seen)
 {
+	*seen = 0;
 	for (int round = 0; round < CQ_ROUNDS; round++) {
 		struct fi_cq_tagged_entry e[CQ_BATCH];
 		ssize_t n = fi_cq_read(st->cq, e, CQ_BATCH);
@@ -641,6 +717,7 @@ static int drain_cq(ofi_state *st)
 			mlrt_log(MLRT_LOG_ERROR, "comm: ofi fi_cq_read: %s", fi_strerror((int)-n));
 			return MLRT_ERR_IO;
 		}
+		*seen += (size_t)n;
 		for (ssize_t i = 0; i < n; i++)
 			if ((rc = completed(&e[i])) != MLRT_OK)
 				return rc;
@@ -651,8 +728,10 @@ static int drain_cq(ofi_state *st)
 }
 
 /* Cancel every posted piece and forget the messages in flight: after a
- * failure nothing may land in the callers' buffers any more.  The
- * cancellations complete later (drained by close). */
+ * failure the callers' buffers are theirs again (a piece the provider is
+ * already receiving cannot be cancelled; providers with manual progress
+ * move no data once progress stops).  The cancellations complete later
+ * (drained by close). */
 static void cancel_all(ofi_state *st)
 {
 	for (int p = 0; p < st->size; p++) {
@@ -661,6 +740,10 @@ static void cancel_all(ofi_state *st)
 
 		if (l->st == NULL)
 			continue;
+		if (l->bye_rx.busy)
+			fi_cancel(&st->ep->fid, &l->bye_rx.ctx);
+		if (l->bye_tx.busy)
+			fi_cancel(&st->ep->fid, &l->bye_tx.ctx);
 		for (int k = 0; k < 2; k++) {
 			for (int i = 0; i < WINDOW; i++)
 				if (dirs[k]->slots[i].busy)
@@ -699,9 +782,13 @@ static int start(ofi_dir *d, mlrti_op *op)
 }
 
 /* A peer on this host whose process is gone is lost, whatever the
- * provider says (a posted receive from it may never complete). */
+ * provider says (a posted receive from it may never complete).  What it
+ * sent before it went may still wait in this host's socket buffers: that
+ * is read first, so that a peer that sent its last message and exited
+ * is not taken for one that died. */
 static int check_alive(ofi_link *l, const ofi_dir *d, const mlrti_op *op)
 {
+	ofi_state *st = l->st;
 	int64_t now;
 
 	if (!l->local)
@@ -712,16 +799,55 @@ static int check_alive(ofi_link *l, const ofi_dir *d, const mlrti_op *op)
 	l->next_check = now + LIVENESS_MS;
 	if (peer_alive(l))
 		return MLRT_OK;
+	for (int64_t i = 0, until = now + LAST_WORDS_MS;
+	     !op->complete && (i < LAST_WORDS_ROUNDS || mlrti_now_ms() < until); i++) {
+		size_t seen;
+		int rc = drain_cq(st, &seen);
+
+		if (rc != MLRT_OK)
+			return rc;
+		if (!op->complete)
+			sched_yield();
+	}
+	if (op->complete)
+		return MLRT_OK;
 	mlrt_log(MLRT_LOG_ERROR, "comm: lost rank %d (its process %d on this host is gone; ofi %s)",
 	         l->peer, (int)l->pid, op->is_send ? "send" : "receive");
 	return MLRT_ERR_PEER_LOST;
 }
 
+/* The first progress after the driver slept on the CQ's fd.  Some
+ * providers' fds do not wake for arrivals (libfabric 1.17's "net"): the
+ * driver then sleeps its whole poll slice every time and finds work at
+ * once after it.  A few of those in a row, and never a prompt wake-up,
+ * and this transport stops offering the fd and spins instead. */
+static void check_wakeup(ofi_state *st, size_t seen)
+{
+	int64_t slept = mlrti_now_ms() - st->armed_ms;
+
+	st->armed_ms = 0;
+	if (seen == 0)
+		return;
+	if (slept < FD_SUSPECT_MS) {
+		st->fd_missed = 0;
+		return;
+	}
+	if (++st->fd_missed >= FD_MISSES) {
+		mlrt_log(MLRT_LOG_DEBUG, "ofi: the CQ's wait fd does not wake up for arrivals "
+		                         "(provider %s): polling instead",
+		         st->info->fabric_attr->prov_name);
+		st->cq_fd = -1;
+	}
+}
+
+/* Start op if it is new, read the CQ, retry refused posts, watch a local
+ * peer.  Any error fails every link of st (the communicator fails). */
 static int ofi_progress(mlrt_comm *c, mlrti_op *op)
 {
 	ofi_state *st = c->ofi;
 	ofi_link *l = op->link->state;
 	ofi_dir *d = op->is_send ? &l->tx : &l->rx;
+	size_t seen = 0;
 	int rc = MLRT_OK;
 
 	if (atomic_load(&st->aborted)) {
@@ -731,7 +857,9 @@ static int ofi_progress(mlrt_comm *c, mlrti_op *op)
 	if (op->hdr_done == 0)
 		rc = start(d, op);
 	if (rc == MLRT_OK)
-		rc = drain_cq(st);
+		rc = drain_cq(st, &seen);
+	if (rc == MLRT_OK && st->armed_ms != 0)
+		check_wakeup(st, seen);
 	if (rc == MLRT_OK && !op->complete && d->stalled)
 		rc = refill(d);
 	if (rc == MLRT_OK && !op->complete)
@@ -744,6 +872,7 @@ static int ofi_progress(mlrt_comm *c, mlrti_op *op)
 	return rc;
 }
 
+/* The CQ's fd once fi_trywait has armed it; 0 (spin) otherwise. */
 static int ofi_wait_fd(const mlrti_op *op, struct pollfd *pfd)
 {
 	const ofi_link *l = op->link->state;
@@ -754,12 +883,14 @@ static int ofi_wait_fd(const mlrti_op *op, struct pollfd *pfd)
 	if (st->cq_fd < 0 || st->stalled > 0 || atomic_load(&st->aborted) ||
 	    fi_trywait(st->fabric, fids, 1) != FI_SUCCESS)
 		return 0;
+	st->armed_ms = mlrti_now_ms();
 	pfd->fd = st->cq_fd;
 	pfd->events = POLLIN;
 	pfd->revents = 0;
 	return 1;
 }
 
+/* Fail every link from now on; safe from any thread. */
 static void ofi_abort(mlrt_comm *c)
 {
 	ofi_state *st = c->ofi;
@@ -771,50 +902,143 @@ static void ofi_abort(mlrt_comm *c)
 		atomic_store(&st->aborted, 1);
 }
 
-static void close_fid(struct fid *f, const char *what)
+/* Close one libfabric object.  After a failure a provider may still hold
+ * on to what a lost peer never finished (FI_EBUSY): that is only noted. */
+static void close_fid(ofi_state *st, struct fid *f, const char *what)
 {
 	int r;
 
 	if (f != NULL && (r = fi_close(f)) != 0)
-		mlrt_log(MLRT_LOG_WARN, "ofi: fi_close (%s): %s", what, fi_strerror(-r));
+		mlrt_log(atomic_load(&st->aborted) ? MLRT_LOG_DEBUG : MLRT_LOG_WARN,
+		         "ofi: fi_close (%s): %s", what, fi_strerror(-r));
 }
 
+/* Whether any slot of st is still posted. */
+static int any_busy(const ofi_state *st)
+{
+	for (int p = 0; p < st->size; p++) {
+		const ofi_link *l = &st->links[p];
+
+		if (l->bye_tx.busy || l->bye_rx.busy)
+			return 1;
+		for (int i = 0; i < WINDOW; i++)
+			if (l->tx.slots[i].busy || l->rx.slots[i].busy)
+				return 1;
+	}
+	return 0;
+}
+
+/* Read the CQ for close: completions only free their slots. */
+static void drain_quietly(ofi_state *st)
+{
+	struct fi_cq_tagged_entry e[CQ_BATCH];
+	ssize_t n = fi_cq_read(st->cq, e, CQ_BATCH);
+
+	if (n == -FI_EAVAIL) {
+		struct fi_cq_err_entry err = {0};
+
+		if (fi_cq_readerr(st->cq, &err, 0) > 0 && err.op_context != NULL) {
+			ofi_slot *s = err.op_context;
+
+			s->busy = 0;
+			if (s->dir == NULL && err.err != FI_ECANCELED)
+				mlrt_log(MLRT_LOG_DEBUG, "ofi: goodbye %s rank %d: %s",
+				         s == &s->link->bye_tx ? "to" : "from", s->link->peer,
+				         fi_strerror(err.err));
+		}
+	}
+	for (ssize_t i = 0; i < n; i++)
+		if (e[i].op_context != NULL)
+			((ofi_slot *)e[i].op_context)->busy = 0;
+}
+
+/* Send one goodbye to l's peer; 1 when it must be tried again. */
+static int send_goodbye(ofi_state *st, ofi_link *l)
+{
+	struct iovec iov = {.iov_base = &l->bye_tx, .iov_len = 0};
+	struct fi_msg_tagged m = {.msg_iov = &iov, .iov_count = 1, .addr = l->addr,
+	                          .tag = st->ctrl_tag, .context = &l->bye_tx.ctx};
+	ssize_t r = fi_tsendmsg(st->ep, &m, FI_TRANSMIT_COMPLETE | FI_COMPLETION);
+
+	if (r == -FI_EAGAIN)
+		return 1;
+	if (r == 0)
+		l->bye_tx.busy = 1;
+	else
+		mlrt_log(MLRT_LOG_DEBUG, "ofi: goodbye to rank %d: fi_tsendmsg: %s", l->peer,
+		         fi_strerror((int)-r));
+	return 0;
+}
+
+/* Close must not lose what this rank sent last: a provider may complete a
+ * send while the data still sits in its own buffers, and closing the
+ * endpoint drops them (libfabric 1.17's "net" does).  So before it goes,
+ * each rank trades goodbyes with its peers, bounded by GOODBYE_MS:
+ *   - it waits for the goodbye of every peer it sent to: a peer says
+ *     goodbye only after its last collective, which needed all this rank
+ *     sent it, and goodbyes come after the data (FI_ORDER_SAS);
+ *   - its own goodbye goes to every peer that sent to it (those wait for
+ *     it), with FI_TRANSMIT_COMPLETE, and is waited for;
+ *   - then the provider gets GOODBYE_LINGER_MS to send its own
+ *     acknowledgements.
+ * A peer that is gone answers with an error; one that never closes is
+ * waited for until the bound. */
+static void say_goodbye(mlrt_comm *c, ofi_state *st)
+{
+	int64_t bound = c->timeout_ms < GOODBYE_MS ? c->timeout_ms : GOODBYE_MS;
+	int64_t until = mlrti_now_ms() + bound;
+	int pending;
+
+	for (int p = 0; p < st->size; p++)
+		st->links[p].bye_todo = st->links[p].st != NULL && st->links[p].rx.next_msg > 0;
+	for (;;) {
+		pending = 0;
+		for (int p = 0; p < st->size; p++) {
+			ofi_link *l = &st->links[p];
+
+			if (l->bye_todo)
+				l->bye_todo = send_goodbye(st, l);
+			pending |= l->bye_todo || l->bye_tx.busy ||
+			           (l->st != NULL && l->tx.next_msg > 0 && l->bye_rx.busy);
+		}
+		if (!pending || mlrti_now_ms() >= until)
+			break;
+		drain_quietly(st);
+		sched_yield();
+	}
+	if (pending)
+		mlrt_log(MLRT_LOG_DEBUG, "ofi: rank %d: not every peer said goodbye within %lld ms",
+		         c->rank, (long long)bound);
+	for (until = mlrti_now_ms() + GOODBYE_LINGER_MS; mlrti_now_ms() < until;) {
+		drain_quietly(st);
+		sched_yield();
+	}
+}
+
+/* Goodbyes (unless failed), cancel, drain, close in reverse, free.
+ * Tolerates a set-up that stopped anywhere. */
 static void ofi_close(mlrt_comm *c)
 {
 	ofi_state *st = c->ofi;
 
 	if (st == NULL)
 		return;
-	if (st->ep != NULL && st->links != NULL) {
-		int64_t until = mlrti_now_ms() + CLOSE_DRAIN_MS;
-		int busy = 1;
+	if (st->ep != NULL && st->cq != NULL && st->links != NULL) {
+		int64_t until;
 
+		if (!atomic_load(&st->aborted))
+			say_goodbye(c, st);
 		cancel_all(st);
 		/* Let the cancellations complete before the endpoint goes. */
-		while (busy && st->cq != NULL && mlrti_now_ms() < until) {
-			struct fi_cq_tagged_entry e[CQ_BATCH];
-			ssize_t n = fi_cq_read(st->cq, e, CQ_BATCH);
-
-			if (n == -FI_EAVAIL) {
-				struct fi_cq_err_entry err = {0};
-
-				if (fi_cq_readerr(st->cq, &err, 0) > 0 && err.op_context != NULL)
-					((ofi_slot *)err.op_context)->busy = 0;
-			}
-			for (ssize_t i = 0; i < n; i++)
-				if (e[i].op_context != NULL)
-					((ofi_slot *)e[i].op_context)->busy = 0;
-			busy = 0;
-			for (int p = 0; p < st->size; p++)
-				for (int i = 0; i < WINDOW; i++)
-					busy |= st->links[p].tx.slots[i].busy | st->links[p].rx.slots[i].busy;
-		}
+		until = mlrti_now_ms() + CLOSE_DRAIN_MS;
+		while (any_busy(st) && mlrti_now_ms() < until)
+			drain_quietly(st);
 	}
-	close_fid(st->ep ? &st->ep->fid : NULL, "endpoint");
-	close_fid(st->av ? &st->av->fid : NULL, "address vector");
-	close_fid(st->cq ? &st->cq->fid : NULL, "completion queue");
-	close_fid(st->domain ? &st->domain->fid : NULL, "domain");
-	close_fid(st->fabric ? &st->fabric->fid : NULL, "fabric");
+	close_fid(st, st->ep ? &st->ep->fid : NULL, "endpoint");
+	close_fid(st, st->av ? &st->av->fid : NULL, "address vector");
+	close_fid(st, st->cq ? &st->cq->fid : NULL, "completion queue");
+	close_fid(st, st->domain ? &st->domain->fid : NULL, "domain");
+	close_fid(st, st->fabric ? &st->fabric->fid : NULL, "fabric");
 	if (st->info != NULL)
 		fi_freeinfo(st->info);
 	for (int p = 0; st->links != NULL && p < st->size; p++) {
@@ -838,7 +1062,8 @@ int mlrti_ofi_open(mlrt_comm *c, const int *peers)
 	return MLRT_ERR_UNSUPPORTED;
 }
 
-/* Never reached: no link uses this table when there is no ofi state. */
+/* Never reached: no link uses this table when there is no ofi state;
+ * close and abort are called only where c->ofi is set. */
 static int ofi_progress(mlrt_comm *c, mlrti_op *op)
 {
 	(void)c;
@@ -867,12 +1092,17 @@ static void ofi_close(mlrt_comm *c)
 
 const mlrti_transport_ops mlrti_ofi_ops = {
 	.name = "ofi",
-	/* Never blocks: posts pieces, reads the CQ. */
+	/* Never blocks (a dead local peer's last messages are read for up
+	 * to 50 ms): posts pieces, reads the CQ.  Buffers stay the caller's;
+	 * on error every posted piece is cancelled (one a provider is
+	 * already receiving may still land). */
 	.progress = ofi_progress,
 	/* The CQ's wait fd when the provider has one and it is armed, else 0. */
 	.wait_fd = ofi_wait_fd,
-	/* Raises a flag; the owner's next progress cancels what is posted. */
+	/* Never blocks: raises a flag; the owner's next progress cancels
+	 * what is posted. */
 	.abort = ofi_abort,
-	/* Cancels, drains briefly (bounded), closes every libfabric object. */
+	/* Blocks, bounded (about 1.2 s at most): goodbyes with the peers,
+	 * cancels, drains, closes every libfabric object. */
 	.close = ofi_close,
 };
