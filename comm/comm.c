@@ -13,7 +13,7 @@
 #include "runtime/common.h"
 
 #define WATCHDOG_PERIOD_MS 250
-#define DEFAULT_CHUNK_BYTES (1u << 20)
+#define DEFAULT_CHUNK_BYTES (256u * 1024) /* measured: better than 1 MiB on tcp and shm */
 /* Messages up to this size may use the latency algorithms, which stage
  * a whole message in scratch memory. */
 #define LATENCY_SCRATCH_BYTES (256u * 1024)
