@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,6 +325,28 @@ out:
 	free(owners);
 }
 
+/* The CPU for local rank i of n under --bind-to (Open MPI's default):
+ * the i-th CPU mlrun may run on, when every worker gets one of its own;
+ * -1 (no binding) otherwise. */
+static int cpu_for(const agent *a, int i, int n)
+{
+	cpu_set_t allowed;
+	int seen = 0;
+
+	if (a->o->bind == 0 || sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
+		return -1;
+	if (CPU_COUNT(&allowed) < n) {
+		if (a->o->bind == 1 && i == 0)
+			mlrt_log(MLRT_LOG_WARN, "mlrun: %d workers but %d CPUs: not binding them",
+			         n, CPU_COUNT(&allowed));
+		return -1;
+	}
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+		if (CPU_ISSET(cpu, &allowed) && seen++ == i)
+			return cpu;
+	return -1;
+}
+
 static int join_gang(agent *a, int64_t gen, mlrti_rdzv_result *r, gen_outcome *out)
 {
 	mlrti_rdzv_opts ro = {
@@ -387,7 +410,7 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
 		w->log_fd = open_log(a, w->rank);
 		env_free(&env);
 		if (build_env(a, &r, i, gen, restart_count, &env) != 0 ||
-		    worker_spawn(w, a->program, a->o->argv, env.v) != 0) {
+		    worker_spawn(w, a->program, a->o->argv, env.v, cpu_for(a, i, g.n)) != 0) {
 			out->result = GEN_ERROR;
 			snprintf(out->error, sizeof(out->error), "cannot start rank %d (%s): %s",
 			         w->rank, a->program, strerror(errno));

@@ -23,6 +23,7 @@ enum {
 	OPT_RDZV_TIMEOUT,
 	OPT_RDZV_LAST_CALL,
 	OPT_VERSION,
+	OPT_BIND,
 };
 
 static const struct option long_opts[] = {
@@ -38,6 +39,7 @@ static const struct option long_opts[] = {
 	{"job-id", required_argument, NULL, OPT_JOB_ID},
 	{"rdzv-timeout", required_argument, NULL, OPT_RDZV_TIMEOUT},
 	{"rdzv-last-call", required_argument, NULL, OPT_RDZV_LAST_CALL},
+	{"bind-to", required_argument, NULL, OPT_BIND},
 	{"verbose", no_argument, NULL, OPT_VERBOSE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"version", no_argument, NULL, OPT_VERSION},
@@ -58,6 +60,9 @@ void mlrun_print_help(FILE *f)
 	"  -np, --nproc-per-node N  workers to start on this host (default 1)\n"
 	"  --nnodes MIN[:MAX]       agents (hosts) the gang needs (default 1)\n"
 	"  --job-id ID              job name, used in store keys (default mlrt-<pid>)\n"
+	"  --bind-to core|none      pin each worker to one CPU, in local rank order\n"
+	"                           (default: core when the workers fit the CPUs\n"
+	"                           mlrun may use, none when they would share)\n"
 	"\n"
 	"Failures:\n"
 	"  --restart-policy P       on-failure | exit-code | never (default on-failure)\n"
@@ -142,6 +147,7 @@ int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
 	o->tag_output = -1;
 	o->rdzv_timeout_ms = 60000;
 	o->rdzv_last_call_ms = 1000;
+	o->bind = -1;
 
 	optind = 1;
 	opterr = 0;
@@ -199,6 +205,14 @@ int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
 				return bad(err, "--job-id", optarg,
 				           "want 1 to 100 characters without '/'");
 			o->job_id = optarg;
+			break;
+		case OPT_BIND:
+			if (strcmp(optarg, "core") == 0)
+				o->bind = 1;
+			else if (strcmp(optarg, "none") == 0)
+				o->bind = 0;
+			else
+				return bad(err, "--bind-to", optarg, "want core or none");
 			break;
 		case OPT_VERBOSE:
 			o->verbose = 1;

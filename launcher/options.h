@@ -23,6 +23,7 @@ typedef struct mlrun_opts {
 	int rdzv_timeout_ms;
 	int rdzv_last_call_ms;
 	int verbose;
+	int bind;              /* 1 bind each worker to a CPU, 0 not, -1 auto */
 	char **argv;           /* the program and its arguments */
 } mlrun_opts;
 

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,7 @@ char *worker_find_program(const char *program)
 	return NULL;
 }
 
-int worker_spawn(worker *w, const char *path, char *const argv[], char *const envp[])
+int worker_spawn(worker *w, const char *path, char *const argv[], char *const envp[], int cpu)
 {
 	int out[2] = {-1, -1}, err[2] = {-1, -1};
 	pid_t pid;
@@ -74,6 +75,13 @@ int worker_spawn(worker *w, const char *path, char *const argv[], char *const en
 		signal(SIGPIPE, SIG_DFL);
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
+		if (cpu >= 0) {
+			cpu_set_t set;
+
+			CPU_ZERO(&set);
+			CPU_SET(cpu, &set);
+			sched_setaffinity(0, sizeof(set), &set);
+		}
 		execve(path, argv, envp);
 		dprintf(STDERR_FILENO, "mlrun: cannot execute %s: %s\n", path, strerror(errno));
 		_exit(127);

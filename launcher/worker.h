@@ -40,9 +40,10 @@ typedef struct relay_opts {
 } relay_opts;
 
 /* Start w->rank's process: argv[0] is an absolute or PATH-resolved program
- * path, envp its full environment.  The child gets its own process group
- * and dies with mlrun (PR_SET_PDEATHSIG).  Returns 0 or -1 (errno set). */
-int worker_spawn(worker *w, const char *path, char *const argv[], char *const envp[]);
+ * path, envp its full environment; cpu >= 0 binds it to that CPU.  The
+ * child gets its own process group and dies with mlrun
+ * (PR_SET_PDEATHSIG).  Returns 0 or -1 (errno set). */
+int worker_spawn(worker *w, const char *path, char *const argv[], char *const envp[], int cpu);
 
 /* Read what is available on fd (one of w's streams) and relay complete
  * lines.  Closes the stream at end of file. */

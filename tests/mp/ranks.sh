@@ -19,3 +19,20 @@ done
 grep -q '^\[0\]: probe rank=0 ' "$TMP/tagged" || fail "no [0]: prefix: $(cat "$TMP/tagged")"
 grep -q '^\[1\]: probe rank=1 ' "$TMP/tagged" || fail "no [1]: prefix: $(cat "$TMP/tagged")"
 echo "ok: 8 ranks, tags and log files"
+
+# --bind-to: by default each worker gets a CPU of its own when they fit
+# (Open MPI's default); --bind-to none leaves them free.
+ncpu=$(nproc)
+if [ "$ncpu" -ge 2 ]; then
+	"$MLRUN" -np 2 --no-tag-output -- sh -c 'echo "$MLRT_LOCAL_RANK $(taskset -pc $$ | sed "s/.*: //")"' \
+		>"$TMP/bind" 2>&1 || fail "bind run failed: $(cat "$TMP/bind")"
+	cpus=$(sort "$TMP/bind" | awk '{print $2}' | tr '\n' ' ')
+	case "$cpus" in
+	*,* | *-*) fail "workers not bound to single CPUs: $(cat "$TMP/bind")" ;;
+	esac
+	[ "$(echo $cpus | tr ' ' '\n' | sort -u | wc -l)" -eq 2 ] || fail "workers share a CPU: $cpus"
+	"$MLRUN" -np 2 --bind-to none --no-tag-output -- sh -c 'taskset -pc $$ | sed "s/.*: //"' \
+		>"$TMP/nobind" 2>&1 || fail "--bind-to none run failed"
+	grep -qv '^[0-9]*$' "$TMP/nobind" || fail "--bind-to none still bound: $(cat "$TMP/nobind")"
+	echo "ok: binding ($cpus)"
+fi

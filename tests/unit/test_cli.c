@@ -139,6 +139,8 @@ static void test_bad_values(void **state)
 	expect_usage_error(r, "invalid --rdzv-timeout '-5'");
 	run_mlrun(r, "--job-id", "a/b", "true", NULL);
 	expect_usage_error(r, "invalid --job-id 'a/b'");
+	run_mlrun(r, "--bind-to", "socket", "true", NULL);
+	expect_usage_error(r, "invalid --bind-to 'socket'");
 }
 
 static void test_missing_program(void **state)
@@ -160,7 +162,7 @@ static void test_help_documents_every_option(void **state)
 		"-np", "--nproc-per-node", "--nnodes", "--job-id", "--restart-policy",
 		"--max-restarts", "--grace-period", "--rdzv-timeout", "--rdzv-last-call",
 		"--tag-output", "--no-tag-output", "--log-dir", "--verbose", "--help",
-		"--version", "mlrun store",
+		"--version", "mlrun store", "--bind-to",
 	};
 	run_result *r = *state;
 
