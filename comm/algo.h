@@ -26,6 +26,8 @@ int mlrti_broadcast_chain(mlrt_comm *c, void *buf, size_t bytes, int root);
 /* tree.c: latency algorithms. */
 int mlrti_allreduce_rd(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
                        mlrt_op op);
+int mlrti_allreduce_hd(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
+                       mlrt_op op);
 int mlrti_broadcast_binomial(mlrt_comm *c, void *buf, size_t bytes, int root);
 int mlrti_barrier_dissemination(mlrt_comm *c);
 

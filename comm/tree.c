@@ -117,3 +117,102 @@ int mlrti_barrier_dissemination(mlrt_comm *c)
 	}
 	return rc;
 }
+
+/* out = op(piece, own) or op(own, piece): the lower rank's data first. */
+typedef struct hd_ctx {
+	char *out;
+	const char *own;
+	int piece_is_lower;
+	mlrt_dtype t;
+	mlrt_op op;
+	size_t es;
+} hd_ctx;
+
+static void hd_reduce_piece(void *arg, const void *data, size_t off, size_t len)
+{
+	hd_ctx *h = arg;
+	size_t n = len / h->es;
+
+	if (h->piece_is_lower)
+		mlrti_reduce3(h->out + off, data, h->own + off, n, h->t, h->op);
+	else
+		mlrti_reduce3(h->out + off, h->own + off, data, n, h->t, h->op);
+}
+
+/* Halving-doubling (Rabenseifner): recursive halving reduce-scatter, then
+ * recursive doubling allgather, on the largest power of two p2 <= size,
+ * with the first 2*rem ranks folded in pairs as in mlrti_allreduce_rd.
+ * 2 log2(p2) steps instead of the ring's 2(n-1), the same bytes.  Each
+ * element is reduced along one fixed tree (lower rank's data first) and
+ * finished by one rank, so every rank gets the same bits. */
+int mlrti_allreduce_hd(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
+                       mlrt_op op)
+{
+	const size_t es = mlrt_dtype_size(t);
+	const int n = c->size, r = c->rank;
+	size_t keep_lo[32], keep_hi[32], give_lo[32], give_hi[32], lo = 0, hi = count;
+	int p2 = 1, rem, vr, steps = 0, rc = MLRT_OK;
+	const char *src = send;
+	char *rb = recv;
+
+	while (p2 * 2 <= n)
+		p2 *= 2;
+	rem = n - p2;
+	if (r < 2 * rem) {
+		if (r % 2 == 0) {
+			mlrti_xfer x = {.to = r + 1, .sbuf = send, .slen = count * es, .from = -1};
+
+			rc = mlrti_exchange(c, &x);
+			vr = -1;
+		} else {
+			hd_ctx h = {rb, send, 1, t, op, es};
+			mlrti_xfer x = {.to = -1, .from = r - 1, .rlen = count * es,
+			                .on_piece = hd_reduce_piece, .arg = &h, .elem_size = es};
+
+			rc = mlrti_exchange(c, &x);
+			src = rb;
+			vr = r / 2;
+		}
+	} else {
+		vr = r - rem;
+	}
+	/* Recursive halving: keep one half, send the other, reduce the
+	 * partner's copy of the kept half into it. */
+	for (int mask = p2 / 2; vr >= 0 && mask > 0 && rc == MLRT_OK; mask /= 2, steps++) {
+		int pv = vr ^ mask, peer = pv < rem ? pv * 2 + 1 : pv + rem, lower = !(vr & mask);
+		size_t mid = lo + (hi - lo) / 2;
+		size_t klo = lower ? lo : mid, khi = lower ? mid : hi;
+		size_t glo = lower ? mid : lo, ghi = lower ? hi : mid;
+		hd_ctx h = {rb + klo * es, src + klo * es, pv < vr, t, op, es};
+		mlrti_xfer x = {.to = peer, .sbuf = src + glo * es, .slen = (ghi - glo) * es,
+		                .from = peer, .rlen = (khi - klo) * es,
+		                .on_piece = hd_reduce_piece, .arg = &h, .elem_size = es};
+
+		rc = mlrti_exchange(c, &x);
+		keep_lo[steps] = klo, keep_hi[steps] = khi, give_lo[steps] = glo, give_hi[steps] = ghi;
+		lo = klo, hi = khi;
+		src = rb;
+	}
+	if (rc == MLRT_OK && vr >= 0)
+		rc = mlrti_reduce_finish(rb + lo * es, hi - lo, t, op, n);
+	/* Recursive doubling: swap blocks back up the same levels. */
+	for (int mask = 1, k = steps - 1; vr >= 0 && k >= 0 && rc == MLRT_OK; mask *= 2, k--) {
+		int pv = vr ^ mask, peer = pv < rem ? pv * 2 + 1 : pv + rem;
+		mlrti_xfer x = {.to = peer, .sbuf = rb + keep_lo[k] * es,
+		                .slen = (keep_hi[k] - keep_lo[k]) * es, .from = peer,
+		                .rbuf = rb + give_lo[k] * es, .rlen = (give_hi[k] - give_lo[k]) * es,
+		                .elem_size = es};
+
+		rc = mlrti_exchange(c, &x);
+	}
+	if (rc == MLRT_OK && r < 2 * rem) {
+		mlrti_xfer x = {.to = -1, .from = -1};
+
+		if (r % 2 == 0)
+			x.from = r + 1, x.rbuf = rb, x.rlen = count * es;
+		else
+			x.to = r - 1, x.sbuf = rb, x.slen = count * es;
+		rc = mlrti_exchange(c, &x);
+	}
+	return rc;
+}
