@@ -154,6 +154,26 @@ static void *progress_main(void *arg)
 	return NULL;
 }
 
+/* Move the held group's requests, numbered as one group, to the queue.
+ * Called with s->mu held. */
+static void release_group(async_state *s)
+{
+	if (s->ghead == NULL)
+		return;
+	s->groups++;
+	for (mlrt_request *r = s->ghead; r != NULL; r = r->next) {
+		r->group = s->groups;
+		r->held = 0;
+	}
+	if (s->tail != NULL)
+		s->tail->next = s->ghead;
+	else
+		s->head = s->ghead;
+	s->tail = s->gtail;
+	s->ghead = s->gtail = NULL;
+	pthread_cond_signal(&s->work);
+}
+
 /* Start c's progress thread on first use. */
 static int ensure_started(mlrt_comm *c)
 {
@@ -240,15 +260,7 @@ void mlrti_async_stop(mlrt_comm *c)
 	pthread_mutex_lock(&s->mu);
 	s->stop = 1;
 	/* Held group requests are released to fail with the rest. */
-	if (s->ghead != NULL) {
-		if (s->tail != NULL)
-			s->tail->next = s->ghead;
-		else
-			s->head = s->ghead;
-		s->tail = s->gtail;
-		s->ghead = s->gtail = NULL;
-	}
-	pthread_cond_signal(&s->work);
+	release_group(s);
 	pthread_mutex_unlock(&s->mu);
 	pthread_join(s->thread, NULL);
 	pthread_mutex_destroy(&s->mu);
@@ -337,20 +349,8 @@ int mlrt_group_end(mlrt_comm *c)
 		mlrt_log(MLRT_LOG_ERROR, "mlrt_group_end without mlrt_group_start");
 		return MLRT_ERR_INVALID;
 	}
-	if (--s->group_depth == 0 && s->ghead != NULL) {
-		s->groups++;
-		for (mlrt_request *r = s->ghead; r != NULL; r = r->next) {
-			r->group = s->groups;
-			r->held = 0;
-		}
-		if (s->tail != NULL)
-			s->tail->next = s->ghead;
-		else
-			s->head = s->ghead;
-		s->tail = s->gtail;
-		s->ghead = s->gtail = NULL;
-		pthread_cond_signal(&s->work);
-	}
+	if (--s->group_depth == 0)
+		release_group(s);
 	pthread_mutex_unlock(&s->mu);
 	return MLRT_OK;
 }
