@@ -261,6 +261,7 @@ void mlrti_async_stop(mlrt_comm *c)
 	s->stop = 1;
 	/* Held group requests are released to fail with the rest. */
 	release_group(s);
+	pthread_cond_signal(&s->work);
 	pthread_mutex_unlock(&s->mu);
 	pthread_join(s->thread, NULL);
 	pthread_mutex_destroy(&s->mu);
