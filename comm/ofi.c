@@ -215,17 +215,6 @@ static void read_line(const char *path, char *buf, size_t cap)
 	fclose(f);
 }
 
-/* pidfd_open(2) where the headers know it; -1 (use kill) otherwise. */
-static int open_pidfd(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-	return (int)syscall(SYS_pidfd_open, pid, 0);
-#else
-	(void)pid;
-	errno = ENOSYS;
-	return -1;
-#endif
-}
 
 /* Whether a local peer's process still runs; a zombie counts as dead. */
 static int peer_alive(const ofi_link *l)
@@ -432,7 +421,7 @@ static int add_peer(mlrt_comm *c, ofi_state *st, const ofi_card *mine, int p, in
 	           card->boot_id[0] != '\0' && strcmp(card->boot_id, mine->boot_id) == 0 &&
 	           strcmp(c->hosts[p], c->hosts[c->rank]) == 0;
 	if (l->local)
-		l->pidfd = open_pidfd(l->pid);
+		l->pidfd = mlrti_pidfd_open(l->pid);
 out:
 	free(card);
 	return rc;

@@ -155,17 +155,6 @@ static uint64_t hash_str(const char *s)
 	return h;
 }
 
-/* pidfd_open(2) where the headers know it; -1 (use kill) otherwise. */
-static int open_pidfd(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-	return (int)syscall(SYS_pidfd_open, pid, 0);
-#else
-	(void)pid;
-	errno = ENOSYS;
-	return -1;
-#endif
-}
 
 /* Read the state letter and start time (clock ticks since boot) of pid
  * from /proc/<pid>/stat.  MLRT_ERR_NOT_FOUND when the process is gone,
@@ -456,7 +445,7 @@ static int map_peer(mlrt_comm *c, shm_state *st, int p, const char *name)
 	madvise(l->peer_seg + off, ring_ctl + (size_t)h->slot_bytes * h->nslots,
 	        MADV_POPULATE_WRITE);
 #endif
-	l->pidfd = open_pidfd(l->pid);
+	l->pidfd = mlrti_pidfd_open(l->pid);
 	if (l->pidfd < 0 && errno != ENOSYS) {
 		mlrt_log(MLRT_LOG_ERROR,
 		         "shm: rank %d (pid %d) is not visible from here: %s (it died, or runs in "

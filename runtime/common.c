@@ -2,7 +2,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "runtime/common.h"
 
@@ -42,6 +44,17 @@ int mlrti_env_int(const char *name, int64_t lo, int64_t hi, int64_t def, int64_t
 		return MLRT_ERR_INVALID;
 	}
 	return MLRT_OK;
+}
+
+int mlrti_pidfd_open(int pid)
+{
+#ifdef SYS_pidfd_open
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+	(void)pid;
+	errno = ENOSYS;
+	return -1;
+#endif
 }
 
 char *mlrti_strdup(const char *s)

@@ -34,6 +34,10 @@ int mlrti_parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out);
  * MLRT_ERR_INVALID. */
 int mlrti_env_int(const char *name, int64_t lo, int64_t hi, int64_t def, int64_t *out);
 
+/* pidfd_open(2) for pid where the system has it; -1 with errno set
+ * otherwise (callers fall back to kill(pid, 0)). */
+int mlrti_pidfd_open(int pid);
+
 /* strdup that logs on failure. */
 char *mlrti_strdup(const char *s);
 
