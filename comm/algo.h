@@ -10,6 +10,20 @@
 
 #include "comm/comm.h"
 
+/* A reducing receive: each arriving piece is combined with the own data
+ * at the same offset, out = op(piece, own), or op(own, piece) when
+ * own_first (the lower rank's data always goes first). */
+typedef struct mlrti_reduce_ctx {
+	char *out;
+	const char *own;
+	int own_first;
+	mlrt_dtype t;
+	mlrt_op op;
+	size_t es;
+} mlrti_reduce_ctx;
+
+void mlrti_reduce_piece(void *arg, const void *data, size_t off, size_t len);
+
 /* ring.c: bandwidth algorithms, pipelined in chunk columns (see
  * docs/collectives.md). */
 int mlrti_allreduce_ring(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,

@@ -71,20 +71,15 @@ static ring world_ring(const mlrt_comm *c)
 	return (ring){NULL, c->size, c->rank};
 }
 
-/* What a reducing receive does with each piece: out = op(piece, own). */
-typedef struct reduce_ctx {
-	char *out;
-	const char *own;
-	mlrt_dtype t;
-	mlrt_op op;
-	size_t es;
-} reduce_ctx;
-
-static void reduce_piece(void *arg, const void *data, size_t off, size_t len)
+void mlrti_reduce_piece(void *arg, const void *data, size_t off, size_t len)
 {
-	reduce_ctx *r = arg;
+	mlrti_reduce_ctx *r = arg;
+	size_t n = len / r->es;
 
-	mlrti_reduce3(r->out + off, data, r->own + off, len / r->es, r->t, r->op);
+	if (r->own_first)
+		mlrti_reduce3(r->out + off, r->own + off, data, n, r->t, r->op);
+	else
+		mlrti_reduce3(r->out + off, data, r->own + off, n, r->t, r->op);
 }
 
 /* Reduce-scatter of column k over segments: afterwards this rank holds
@@ -99,15 +94,15 @@ static int ring_reduce_scatter_col(mlrt_comm *c, const ring *g, const segments *
 
 	for (int step = 0; step < n - 1 && rc == MLRT_OK; step++) {
 		int sj = mod(r - step, n), rj = mod(r - step - 1, n);
-		reduce_ctx red = {rb + col_lo(s, rj, k, col) * es, sb + col_lo(s, rj, k, col) * es, t,
-		                  op, es};
+		mlrti_reduce_ctx red = {rb + col_lo(s, rj, k, col) * es, sb + col_lo(s, rj, k, col) * es,
+		                        0, t, op, es};
 		mlrti_xfer x = {
 			.to = ring_peer(g, 1),
 			.sbuf = (step == 0 ? sb : rb) + col_lo(s, sj, k, col) * es,
 			.slen = col_n(s, sj, k, col) * es,
 			.from = ring_peer(g, -1),
 			.rlen = col_n(s, rj, k, col) * es,
-			.on_piece = reduce_piece,
+			.on_piece = mlrti_reduce_piece,
 			.arg = &red,
 			.elem_size = es,
 		};
@@ -291,15 +286,15 @@ int mlrti_reduce_scatter_ring(mlrt_comm *c, const void *send, void *recv, size_t
 		for (int step = 0; step < n - 1 && rc == MLRT_OK; step++) {
 			int sj = mod(r - step - 1, n), rj = mod(r - step - 2, n);
 			int last = step == n - 2;
-			reduce_ctx red = {last ? (char *)recv + lo * es : acc[step % 2],
-			                  sb + ((size_t)rj * count + lo) * es, t, op, es};
+			mlrti_reduce_ctx red = {last ? (char *)recv + lo * es : acc[step % 2],
+			                        sb + ((size_t)rj * count + lo) * es, 0, t, op, es};
 			mlrti_xfer x = {
 				.to = mod(r + 1, n),
 				.sbuf = step == 0 ? sb + ((size_t)sj * count + lo) * es : acc[(step + 1) % 2],
 				.slen = len * es,
 				.from = mod(r - 1, n),
 				.rlen = len * es,
-				.on_piece = reduce_piece,
+				.on_piece = mlrti_reduce_piece,
 				.arg = &red,
 				.elem_size = es,
 			};

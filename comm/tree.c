@@ -118,27 +118,6 @@ int mlrti_barrier_dissemination(mlrt_comm *c)
 	return rc;
 }
 
-/* out = op(piece, own) or op(own, piece): the lower rank's data first. */
-typedef struct hd_ctx {
-	char *out;
-	const char *own;
-	int piece_is_lower;
-	mlrt_dtype t;
-	mlrt_op op;
-	size_t es;
-} hd_ctx;
-
-static void hd_reduce_piece(void *arg, const void *data, size_t off, size_t len)
-{
-	hd_ctx *h = arg;
-	size_t n = len / h->es;
-
-	if (h->piece_is_lower)
-		mlrti_reduce3(h->out + off, data, h->own + off, n, h->t, h->op);
-	else
-		mlrti_reduce3(h->out + off, h->own + off, data, n, h->t, h->op);
-}
-
 /* Halving-doubling (Rabenseifner): recursive halving reduce-scatter, then
  * recursive doubling allgather, on the largest power of two p2 <= size,
  * with the first 2*rem ranks folded in pairs as in mlrti_allreduce_rd.
@@ -165,9 +144,9 @@ int mlrti_allreduce_hd(mlrt_comm *c, const void *send, void *recv, size_t count,
 			rc = mlrti_exchange(c, &x);
 			vr = -1;
 		} else {
-			hd_ctx h = {rb, send, 1, t, op, es};
+			mlrti_reduce_ctx h = {rb, send, 0, t, op, es};
 			mlrti_xfer x = {.to = -1, .from = r - 1, .rlen = count * es,
-			                .on_piece = hd_reduce_piece, .arg = &h, .elem_size = es};
+			                .on_piece = mlrti_reduce_piece, .arg = &h, .elem_size = es};
 
 			rc = mlrti_exchange(c, &x);
 			src = rb;
@@ -183,10 +162,10 @@ int mlrti_allreduce_hd(mlrt_comm *c, const void *send, void *recv, size_t count,
 		size_t mid = lo + (hi - lo) / 2;
 		size_t klo = lower ? lo : mid, khi = lower ? mid : hi;
 		size_t glo = lower ? mid : lo, ghi = lower ? hi : mid;
-		hd_ctx h = {rb + klo * es, src + klo * es, pv < vr, t, op, es};
+		mlrti_reduce_ctx h = {rb + klo * es, src + klo * es, pv > vr, t, op, es};
 		mlrti_xfer x = {.to = peer, .sbuf = src + glo * es, .slen = (ghi - glo) * es,
 		                .from = peer, .rlen = (khi - klo) * es,
-		                .on_piece = hd_reduce_piece, .arg = &h, .elem_size = es};
+		                .on_piece = mlrti_reduce_piece, .arg = &h, .elem_size = es};
 
 		rc = mlrti_exchange(c, &x);
 		keep_lo[steps] = klo, keep_hi[steps] = khi, give_lo[steps] = glo, give_hi[steps] = ghi;

@@ -248,6 +248,22 @@ static int grow_times(const struct ar_backend *b, double **times, size_t *cap, s
 	return 0;
 }
 
+/* Run n allreduces of count floats back to back, times[i] each one's
+ * duration on this rank; a failure is reported and returns nonzero. */
+static int time_allreduces(const struct ar_backend *b, const float *send, float *recv,
+                           size_t count, double *times, int n)
+{
+	for (int i = 0; i < n; i++) {
+		double t = now_s();
+		int rc = b->allreduce_f32_sum(b->state, send, recv, count);
+
+		times[i] = now_s() - t;
+		if (rc != 0)
+			return report_failure(b, "allreduce", count * sizeof(float), rc);
+	}
+	return 0;
+}
+
 int ar_bench_main(const struct ar_backend *b, int argc, char **argv)
 {
 	const float want = (float)b->size * (float)(b->size + 1) / 2.0f;
@@ -328,15 +344,8 @@ int ar_bench_main(const struct ar_backend *b, int argc, char **argv)
 		if (nw > 0) {
 			if (grow_times(b, &times, &times_cap, (size_t)nw) != 0)
 				goto fail;
-			for (int i = 0; i < nw; i++) {
-				t = now_s();
-				rc = b->allreduce_f32_sum(b->state, send, recv, count);
-				times[i] = now_s() - t;
-				if (rc != 0) {
-					report_failure(b, "allreduce", bytes, rc);
-					goto fail;
-				}
-			}
+			if (time_allreduces(b, send, recv, count, times, nw) != 0)
+				goto fail;
 			/* The median, so that one slow warm-up iteration (a busy
 			 * machine) does not cut the timed iterations short. */
 			agree[0] = median(times, (size_t)nw);
@@ -357,15 +366,8 @@ int ar_bench_main(const struct ar_backend *b, int argc, char **argv)
 			report_failure(b, "barrier", bytes, rc);
 			goto fail;
 		}
-		for (int i = 0; i < n; i++) {
-			t = now_s();
-			rc = b->allreduce_f32_sum(b->state, send, recv, count);
-			times[i] = now_s() - t;
-			if (rc != 0) {
-				report_failure(b, "allreduce", bytes, rc);
-				goto fail;
-			}
-		}
+		if (time_allreduces(b, send, recv, count, times, n) != 0)
+			goto fail;
 		/* One reduction carries the timings, the peak RSS and whether
 		 * the last result was right. */
 		rss0 = peak_rss_mib();
