@@ -20,6 +20,7 @@
 
 #include "comm/comm.h"
 #include "runtime/common.h"
+#include "runtime/ctx.h"
 #include "runtime/env.h"
 
 #define DEFAULT_TIMEOUT_MS 300000
@@ -243,4 +244,19 @@ mlrt_comm *mlrt_world(mlrt_ctx *ctx)
 mlrt_store *mlrt_ctx_store(mlrt_ctx *ctx)
 {
 	return ctx->store;
+}
+
+const char *mlrti_ctx_store_addr(const mlrt_ctx *ctx)
+{
+	return ctx->store != NULL ? ctx->id.store_addr : NULL;
+}
+
+const char *mlrti_ctx_gen_prefix(const mlrt_ctx *ctx)
+{
+	return ctx->gen_prefix;
+}
+
+int mlrti_ctx_timeout_ms(const mlrt_ctx *ctx)
+{
+	return ctx->timeout_ms;
 }

@@ -1,0 +1,73 @@
+/* The checkpoint handle and the pieces of save and restore shared between
+ * ckpt.c (API, writer thread), commit.c (saving a step) and restore.c.
+ * Not installed. */
+#ifndef MLRT_CKPT_CKPT_H
+#define MLRT_CKPT_CKPT_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include <mlrt/ckpt.h>
+#include <mlrt/store.h>
+
+#include "ckpt/format.h"
+
+#define MLRTI_CKPT_PREFIX_MAX 400 /* "<job>/g<gen>/ckpt/<id>/" */
+#define MLRTI_CKPT_KEY_MAX (MLRTI_CKPT_PREFIX_MAX + 96)
+
+/* A mlrt_ckpt is called from one user thread; the writer thread (async
+ * mode) runs one save at a time, handed over under mu.  The store client
+ * is used by whichever of the two runs a collective step: the user thread
+ * waits for the writer to be idle before a restore. */
+struct mlrt_ckpt {
+	mlrt_ctx *ctx;
+	char dir[PATH_MAX];
+	mlrt_ckpt_opts opts;
+	int rank;
+	int world;
+	int64_t seq;       /* collective operations so far: names their keys */
+	mlrt_store *store; /* own client; NULL in a world of one */
+	char prefix[MLRTI_CKPT_PREFIX_MAX];    /* "<job>/g<gen>/ckpt/<id>/" */
+	char abort_key[MLRTI_CKPT_PREFIX_MAX]; /* set when the generation fails */
+
+	size_t n, cap;
+	mlrti_ckpt_tensor *t; /* registered tensors */
+	void **data;          /* [n] the user's buffers */
+	void **staging;       /* [n] async copies, allocated once */
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t writer;
+	int writer_started;
+	int stop;
+	int busy;                 /* a save is handed to the writer */
+	int64_t job_step, job_seq;
+	int last_rc;              /* status of the last save not yet reported */
+	int64_t committed;        /* newest step committed here, -1 if none */
+};
+
+/* Save every registered tensor as step, reading tensor i from src[i], and
+ * commit it (collective; see commit.c).  Same status on every rank. */
+int mlrti_ckpt_commit(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const *src);
+
+/* Wait until the writer thread is idle; returns the status of the last
+ * save not yet reported (and clears it). */
+int mlrti_ckpt_quiesce(mlrt_ckpt *ck);
+
+/* The store key "<prefix><seq>/<what>" (what: at most 64 bytes). */
+void mlrti_ckpt_key(const mlrt_ckpt *ck, int64_t seq, const char *what, char *key);
+
+/* Publish (status, value) under key. */
+int mlrti_ckpt_post(mlrt_ckpt *ck, const char *key, int status, int64_t value);
+
+/* Wait for key and read what was posted.  MLRT_ERR_ABORTED when the
+ * generation fails first, MLRT_ERR_TIMEOUT after opts.timeout_ms. */
+int mlrti_ckpt_await(mlrt_ckpt *ck, const char *key, int *status, int64_t *value);
+
+/* Wait for "<seq>/<what>/<r>" of every rank r; values[r] (may be NULL)
+ * gets each value.  Returns the first error status posted (lowest rank),
+ * *who its rank, or a wait's own error. */
+int mlrti_ckpt_gather(mlrt_ckpt *ck, int64_t seq, const char *what, int64_t *values, int *who);
+
+#endif
