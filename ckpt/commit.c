@@ -103,16 +103,18 @@ static int commit_as_root(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const 
                           int64_t own_bytes)
 {
 	int64_t *bytes = calloc((size_t)ck->world, sizeof(*bytes));
-	int who = 0;
+	int who = 0, other;
 
 	if (bytes == NULL)
 		return MLRT_ERR_NOMEM;
 	bytes[0] = own_bytes;
 	if (ck->store != NULL) {
-		int grc = mlrti_ckpt_gather(ck, seq, "done", bytes, &who);
+		int grc = mlrti_ckpt_gather(ck, seq, "done", bytes, &other);
 
-		if (rc == MLRT_OK)
+		if (rc == MLRT_OK) {
 			rc = grc;
+			who = other;
+		}
 	}
 	if (rc == MLRT_OK)
 		rc = write_manifest(ck, step, src, bytes);
