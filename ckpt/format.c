@@ -187,7 +187,8 @@ int mlrti_ckpt_list_steps(const char *dir, mlrti_ckpt_step **steps, size_t *n)
 		len++;
 	}
 	closedir(d);
-	qsort(v, len, sizeof(*v), cmp_step_desc);
+	if (len > 0)
+		qsort(v, len, sizeof(*v), cmp_step_desc);
 	*steps = v;
 	*n = len;
 	return MLRT_OK;

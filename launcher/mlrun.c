@@ -2,6 +2,7 @@
  *
  *   mlrun [options] -- PROGRAM ARGS...   run a job (see mlrun --help)
  *   mlrun store [--host H] [--port P]    run a standalone store
+ *   mlrun ckpt ls|verify|inspect DIR ... look into a checkpoint directory
  *
  * On one host mlrun is the store, the controller (restart policy) and the
  * host's agent at once; docs/launcher.md has the whole picture. */
@@ -22,6 +23,7 @@
 #include <mlrt/store.h>
 
 #include "launcher/agent.h"
+#include "launcher/ckpt_cli.h"
 #include "launcher/options.h"
 #include "runtime/common.h"
 
@@ -306,6 +308,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "store") == 0)
 		return run_store(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "ckpt") == 0)
+		return ckpt_cli_main(argc - 1, argv + 1);
 	rc = mlrun_parse_options(argc, argv, &o, stderr);
 	if (rc == 1)
 		return 0;

@@ -51,6 +51,7 @@ void mlrun_print_help(FILE *f)
 	fputs(
 	"usage: mlrun [options] [--] PROGRAM [ARGS...]\n"
 	"       mlrun store [--host ADDR] [--port P]\n"
+	"       mlrun ckpt ls|verify|inspect DIR [STEP]  (see mlrun ckpt --help)\n"
 	"\n"
 	"Start PROGRAM as a gang of workers that link libmlrt (or any program that\n"
 	"reads torchrun's RANK/WORLD_SIZE/... variables), watch them, and restart\n"

@@ -8,5 +8,7 @@
 #include <mlrt/runtime.h>
 #include <mlrt/comm.h>
 #include <mlrt/store.h>
+#include <mlrt/ckpt.h>
+#include <mlrt/metrics.h>
 
 #endif

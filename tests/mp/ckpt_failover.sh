@@ -1,5 +1,6 @@
 # SIGKILL a random worker of a checkpointing trainer four times, at random
-# moments and twice while a checkpoint is being written: under
+# moments and twice inside a save (after a step's directory is prepared,
+# before its manifest commits it): under
 # --restart-policy on-failure the run completes, and every rank's final
 # state is bitwise identical to an uninterrupted run's.
 . "$(dirname "$0")/lib.sh"
@@ -18,9 +19,18 @@ mkdir -p "$TMP/ref" "$TMP/run"
 mlrun_pid=$!
 cleanup_hooks+=("kill -9 $mlrun_pid 2>/dev/null")
 
+# saving SINCE: true while a step directory changed after file SINCE has
+# no manifest yet, i.e. a save is between its start and its commit.
+saving() {
+	local d
+	for d in "$TMP"/run/ck/step-*; do
+		[ -d "$d" ] && [ ! -e "$d/manifest.h5" ] && [ "$d" -nt "$1" ] && return 0
+	done
+	return 1
+}
+
 # kill_in GEN HOW: once generation GEN runs, kill a random rank, after a
-# random pause (HOW=pause) or as soon as a checkpoint file is being
-# written (HOW=save: a temporary file newer than the generation's start).
+# random pause (HOW=pause) or inside a save (HOW=save).
 kill_in() {
 	local gen=$1 how=$2 victim=$((RANDOM % NP)) deadline
 	wait_for_files $NP "$TMP/run/pid-g$gen-r*" 30 || return 1
@@ -28,13 +38,11 @@ kill_in() {
 		sleep "0.$((RANDOM % 6 + 1))"
 	else
 		deadline=$((SECONDS + 20))
-		until [ -n "$(find "$TMP/run/ck" -name '*.tmp' -newer "$TMP/run/pid-g$gen-r0" 2>/dev/null)" ]; do
+		until saving "$TMP/run/pid-g$gen-r0"; do
 			[ $SECONDS -lt $deadline ] || return 1
-			sleep 0.002
 		done
 	fi
-	kill -9 "$(pgrep -f "^$CKPT_TRAINER $TMP/run/ck" | sed -n "$((victim + 1))p")" 2>/dev/null ||
-		return 1
+	kill -9 "$(cat "$TMP/run/pid-g$gen-r$victim")" || return 1
 	echo "generation $gen: killed a worker ($how)"
 }
 

@@ -7,10 +7,10 @@
  * of per-rank state, the step counter.  Each step allreduces a gradient
  * derived from all of it and updates it; an async checkpoint is taken every
  * EVERY steps.  At start the newest checkpoint is restored.  Each rank
- * writes OUT/pid-g<GEN>-r<RANK> once it runs (for the test's killer) and,
- * at the end, OUT/final-r<RANK>.bin with its whole state: runs with the
- * same world size must give the same bytes, however often they were killed
- * and restarted. */
+ * writes its pid to OUT/pid-g<GEN>-r<RANK> once it runs (for the test's
+ * killer) and, at the end, OUT/final-r<RANK>.bin with its whole state: runs
+ * with the same world size must give the same bytes, however often they
+ * were killed and restarted. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,15 +28,19 @@ static int die(int rank, const char *what, int rc)
 	return 1;
 }
 
+/* Write a then b to path, which appears complete or not at all. */
 static void write_file(const char *path, const void *a, size_t alen, const void *b, size_t blen)
 {
-	FILE *f = fopen(path, "wb");
+	char tmp[4200];
+	FILE *f;
 
-	if (f == NULL || fwrite(a, 1, alen, f) != alen || fwrite(b, 1, blen, f) != blen) {
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "wb");
+	if (f == NULL || fwrite(a, 1, alen, f) != alen || fwrite(b, 1, blen, f) != blen ||
+	    fclose(f) != 0 || rename(tmp, path) != 0) {
 		perror(path);
 		exit(1);
 	}
-	fclose(f);
 }
 
 int main(int argc, char **argv)
@@ -44,7 +48,7 @@ int main(int argc, char **argv)
 	mlrt_ckpt_opts o;
 	mlrt_ckpt *ck;
 	mlrt_ctx *ctx;
-	char path[4096];
+	char path[4096], pid[32];
 	int64_t step = 0, steps, every;
 	size_t n;
 	float *p, g[GRAD];
@@ -83,7 +87,8 @@ int main(int argc, char **argv)
 		return die(rank, "restore", rc);
 	fflush(stdout);
 	snprintf(path, sizeof(path), "%s/pid-g%" PRId64 "-r%d", argv[4], mlrt_generation(ctx), rank);
-	write_file(path, "", 0, "", 0);
+	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	write_file(path, pid, strlen(pid), "", 0);
 
 	while (step < steps) {
 		for (int k = 0; k < GRAD; k++)
