@@ -335,18 +335,43 @@ static void *writer_main(void *arg)
 			pthread_cond_wait(&ck->cv, &ck->mu);
 		if (!ck->busy)
 			break;
+		int save = ck->job_save, rc = MLRT_OK;
 		int64_t step = ck->job_step, seq = ck->job_seq;
 
 		pthread_mutex_unlock(&ck->mu);
-		int rc = mlrti_ckpt_commit(ck, seq, step, ck->staging);
-
+		if (save)
+			rc = mlrti_ckpt_commit(ck, seq, step, ck->staging);
+		if (rc == MLRT_OK && ck->rank == 0)
+			mlrti_ckpt_drop_old_steps(ck, step);
 		pthread_mutex_lock(&ck->mu);
-		ck->last_rc = rc;
+		if (save)
+			ck->last_rc = rc;
 		ck->busy = 0;
 		pthread_cond_broadcast(&ck->cv);
 	}
 	pthread_mutex_unlock(&ck->mu);
 	return NULL;
+}
+
+/* Give the (idle) writer a job: save step (save != 0), or only remove
+ * the steps that step's commit made old. */
+static int hand_over(mlrt_ckpt *ck, int save, int64_t step, int64_t seq)
+{
+	if (!ck->writer_started) {
+		if (pthread_create(&ck->writer, NULL, writer_main, ck) != 0) {
+			mlrt_log(MLRT_LOG_ERROR, "ckpt: cannot start the writer thread");
+			return MLRT_ERR_NOMEM;
+		}
+		ck->writer_started = 1;
+	}
+	pthread_mutex_lock(&ck->mu);
+	ck->job_save = save;
+	ck->job_step = step;
+	ck->job_seq = seq;
+	ck->busy = 1;
+	pthread_cond_broadcast(&ck->cv);
+	pthread_mutex_unlock(&ck->mu);
+	return MLRT_OK;
 }
 
 /* Wait until no save is handed to the writer; returns the status of the
@@ -391,22 +416,15 @@ int mlrt_ckpt_save(mlrt_ckpt *ck, int64_t step)
 	rc = wait_idle(ck);
 	if (rc != MLRT_OK)
 		return rc;
-	if (!ck->opts.async)
-		return mlrti_ckpt_commit(ck, ck->seq++, step, ck->data);
-	if (!ck->writer_started) {
-		if (pthread_create(&ck->writer, NULL, writer_main, ck) != 0) {
-			mlrt_log(MLRT_LOG_ERROR, "ckpt: cannot start the writer thread");
-			return MLRT_ERR_NOMEM;
-		}
-		ck->writer_started = 1;
+	if (ck->opts.async) {
+		MLRTI_CHECK_GOTO(stage(ck), rc, out);
+		rc = hand_over(ck, 1, step, ck->seq++);
+	} else {
+		rc = mlrti_ckpt_commit(ck, ck->seq++, step, ck->data);
+		/* Old steps go while training goes on. */
+		if (rc == MLRT_OK && ck->rank == 0 && hand_over(ck, 0, step, 0) != MLRT_OK)
+			mlrti_ckpt_drop_old_steps(ck, step);
 	}
-	MLRTI_CHECK_GOTO(stage(ck), rc, out);
-	pthread_mutex_lock(&ck->mu);
-	ck->job_step = step;
-	ck->job_seq = ck->seq++;
-	ck->busy = 1;
-	pthread_cond_broadcast(&ck->cv);
-	pthread_mutex_unlock(&ck->mu);
 out:
 	return rc;
 }

@@ -16,8 +16,9 @@
 #define MLRTI_CKPT_PREFIX_MAX 400 /* "<job>/g<gen>/ckpt/<id>/" */
 #define MLRTI_CKPT_KEY_MAX (MLRTI_CKPT_PREFIX_MAX + 96)
 
-/* A mlrt_ckpt is called from one user thread; the writer thread (async
- * mode) runs one save at a time, handed over under mu.  The store client
+/* A mlrt_ckpt is called from one user thread; the writer thread runs one
+ * job at a time, handed over under mu: an async save, and on rank 0 the
+ * removal of old steps after each commit.  The store client
  * is used by whichever of the two runs a collective step: the user thread
  * waits for the writer to be idle before a restore. */
 struct mlrt_ckpt {
@@ -41,7 +42,8 @@ struct mlrt_ckpt {
 	pthread_t writer;
 	int writer_started;
 	int stop;
-	int busy;                 /* a save is handed to the writer */
+	int busy;                 /* a job is handed to the writer */
+	int job_save;             /* the job: save job_step (else only tidy up) */
 	int64_t job_step, job_seq;
 	int last_rc;              /* status of the last save not yet reported */
 	int64_t committed;        /* newest step committed here, -1 if none */
@@ -50,6 +52,10 @@ struct mlrt_ckpt {
 /* Save every registered tensor as step, reading tensor i from src[i], and
  * commit it (collective; see commit.c).  Same status on every rank. */
 int mlrti_ckpt_commit(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const *src);
+
+/* After step is committed: remove committed steps beyond opts.keep, every
+ * uncommitted one, and any newer than step.  Rank 0, writer thread. */
+void mlrti_ckpt_drop_old_steps(mlrt_ckpt *ck, int64_t step);
 
 /* Wait until the writer thread is idle; returns the status of the last
  * save not yet reported (and clears it). */

@@ -5,9 +5,11 @@
  *   all:    write rank-R.h5 (temporary name, fsync, rename)
  *           -> post <seq>/done/R with the file's size or the error
  *   rank 0: once every rank is done: fsync the step directory, write the
- *           manifest (temporary name, fsync, rename, fsync) = committed;
- *           drop old steps -> posts <seq>/commit
+ *           manifest (temporary name, fsync, rename, fsync) = committed
+ *           -> posts <seq>/commit
  *   all:    return the commit's status
+ *   rank 0: later, off the training loop's path (the writer thread):
+ *           drop old steps (mlrti_ckpt_drop_old_steps)
  *
  * A crash anywhere before the manifest's rename leaves the step without a
  * manifest: not committed, removed by the next commit. */
@@ -55,7 +57,7 @@ out:
 /* After step is committed: drop committed steps beyond opts.keep, every
  * uncommitted one, and any newer than step (left by an earlier run whose
  * history this one no longer follows). */
-static void drop_old_steps(mlrt_ckpt *ck, int64_t step)
+void mlrti_ckpt_drop_old_steps(mlrt_ckpt *ck, int64_t step)
 {
 	mlrti_ckpt_step *steps;
 	size_t n, kept = 0;
@@ -120,7 +122,6 @@ static int commit_as_root(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const 
 		rc = write_manifest(ck, step, src, bytes);
 	if (rc == MLRT_OK) {
 		ck->committed = step;
-		drop_old_steps(ck, step);
 	} else {
 		mlrti_ckpt_remove_step(ck->dir, step);
 		if (ck->committed >= 0)

@@ -11,7 +11,7 @@
  *
  * Every figure is the slowest rank's, median over --reps rounds, with the
  * ranks' work in each round started together.  Each round runs the peer
- * and mlrt back to back.
+ * and mlrt back to back (writes in alternating order).
  *
  *   bench_ckpt DIR [--mib-per-rank N] [--reps N] [--tensors N]          */
 #include <fcntl.h>
@@ -69,6 +69,7 @@ static double plain_write(const char *path, char *const *buf, size_t nt, size_t 
 	double t0;
 	int fd;
 
+	unlink(path); /* a fresh file, as a checkpoint step is */
 	mlrt_barrier(comm);
 	t0 = now();
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -221,12 +222,17 @@ int main(int argc, char **argv)
 		double t0;
 		int64_t step;
 
-		w_plain[rep] = plain_write(path, state, nt, bytes);
+		/* Which of the two writes first alternates, so that neither
+		 * always meets the disk right after the other. */
+		if (rep % 2 == 0)
+			w_plain[rep] = plain_write(path, state, nt, bytes);
 		mlrt_barrier(comm);
 		t0 = now();
 		if ((rc = mlrt_ckpt_save(ck, rep + 1)) != MLRT_OK)
 			die("save", rc);
 		w_mlrt[rep] = slowest(now() - t0);
+		if (rep % 2 == 1)
+			w_plain[rep] = plain_write(path, state, nt, bytes);
 
 		r_plain[rep] = plain_read(path, other, nt, bytes);
 		drop_caches();

@@ -243,6 +243,8 @@ static void test_nothing_to_restore_leaves_buffers(void **unused)
 	assert_int_equal(mkdir(path, 0755), 0);
 	assert_int_equal(mlrt_ckpt_restore(ck, &step), MLRT_ERR_NOT_FOUND);
 	assert_int_equal(mlrt_ckpt_save(ck, 5), MLRT_OK);
+	assert_int_equal(mlrt_ckpt_wait(ck, &step), MLRT_OK); /* old steps go in the background */
+	assert_int_equal(step, 5);
 	assert_false(exists("%s/step-%lld", 9));
 	assert_int_equal(mlrt_ckpt_close(ck), MLRT_OK);
 	free(want);
