@@ -20,6 +20,7 @@
 /* After the last worker is reaped, how long to drain output still held
  * open by its children before closing the pipes. */
 #define DRAIN_MS 1000
+#define SUSPECT_MS 200 /* see reap() */
 
 volatile sig_atomic_t agent_interrupted;
 
@@ -151,6 +152,8 @@ typedef struct gang {
 	int stopping;         /* SIGTERM sent; SIGKILL at kill_at */
 	int64_t kill_at;
 	int64_t drain_until;  /* set once every worker is reaped */
+	worker *suspect;      /* first failure seen, not yet recorded */
+	int64_t suspect_until;
 	char abort_key[256];
 } gang;
 
@@ -186,13 +189,16 @@ static void record_failure(agent *a, gang *g, worker *w, gen_outcome *out)
 	publish_abort(a, g, why);
 }
 
-/* Reap every worker that has ended.  The first failure is the root cause;
- * when several workers are reaped at once, one killed by a signal is
- * preferred to one that exited non-zero, since survivors of a crash
- * usually exit with an error a moment after it (MLRT_ERR_PEER_LOST). */
+/* Reap every worker that has ended.  The first failure is the root cause,
+ * with one refinement: a worker killed by a signal is preferred to one
+ * that exited non-zero, since survivors of a crash exit with an error
+ * (MLRT_ERR_PEER_LOST) a moment after it, sometimes before the kernel has
+ * reported the killed one.  So a non-zero exit is held as a suspect for
+ * SUSPECT_MS (the gang is stopped only then) in case a signalled worker
+ * turns up. */
 static void reap(agent *a, gang *g, gen_outcome *out)
 {
-	worker *cause = NULL;
+	int64_t now = mlrti_now_ms();
 	int status;
 	pid_t pid;
 
@@ -207,12 +213,18 @@ static void reap(agent *a, gang *g, gen_outcome *out)
 			g->running--;
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 				continue;
-			if (cause == NULL || (WIFSIGNALED(status) && !WIFSIGNALED(cause->status)))
-				cause = w;
+			if (g->suspect == NULL) {
+				g->suspect = w;
+				g->suspect_until = now + SUSPECT_MS;
+			} else if (WIFSIGNALED(status) && !WIFSIGNALED(g->suspect->status)) {
+				g->suspect = w;
+			}
 		}
 	}
-	if (cause != NULL && out->result == GEN_SUCCEEDED) {
-		record_failure(a, g, cause, out);
+	if (g->suspect != NULL && out->result == GEN_SUCCEEDED &&
+	    (WIFSIGNALED(g->suspect->status) || now >= g->suspect_until || g->running == 0 ||
+	     g->stopping)) {
+		record_failure(a, g, g->suspect, out);
 		stop_all(a, g, SIGTERM);
 	}
 }
@@ -296,7 +308,11 @@ static void watch(agent *a, gang *g, const relay_opts *ro, gen_outcome *out)
 			if (open_streams == 0 || now >= g->drain_until)
 				break;
 		}
-		if (poll(fds, (nfds_t)nfds, TICK_MS) < 0 && errno != EINTR)
+		int tick = TICK_MS;
+
+		if (g->suspect != NULL && out->result == GEN_SUCCEEDED && g->suspect_until - now < tick)
+			tick = g->suspect_until > now ? (int)(g->suspect_until - now) : 0;
+		if (poll(fds, (nfds_t)nfds, tick) < 0 && errno != EINTR)
 			break;
 		for (int k = 1; k < nfds; k++)
 			if (fds[k].revents != 0)

@@ -135,7 +135,7 @@ static mlrt_ckpt *open_ck(mlrt_ctx *ctx, const char *dir, int async, char *const
 	if ((rc = mlrt_ckpt_open_opts(ctx, dir, &o, &ck)) != MLRT_OK)
 		die("open", rc);
 	for (size_t k = 0; k < nt; k++) {
-		char name[32];
+		char name[64];
 
 		snprintf(name, sizeof(name), "layer%zu/weight", k);
 		if ((rc = mlrt_ckpt_add(ck, name, buf[k], bytes / 4, MLRT_F32)) != MLRT_OK)
