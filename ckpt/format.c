@@ -16,6 +16,8 @@
 #include "ckpt/format.h"
 #include "runtime/common.h"
 
+#define WRITE_PIECE (8u << 20) /* bytes: see write_rows() */
+
 /* ---- the HDF5 lock ----
  * HDF5 calls of the whole process go through one lock (the library may be
  * built without thread safety).  While it is held, HDF5's own error
@@ -405,8 +407,54 @@ static hid_t file_access_plist(void)
 
 /* ---- rank files ---- */
 
+/* Write src into dset in pieces of about WRITE_PIECE bytes (whole rows
+ * of the first dimension), each checksummed while it is in cache and
+ * handed to the disk at once (sync_file_range on fd), so that the disk
+ * works while the next piece is checksummed and copied. */
+static int write_rows(hid_t dset, hid_t type, mlrti_ckpt_tensor *t, const char *src, int fd,
+                      int *err)
+{
+	hsize_t start[MLRT_CKPT_MAX_DIMS] = {0}, count[MLRT_CKPT_MAX_DIMS];
+	hsize_t rows = (hsize_t)t->shape[0], per, row;
+	hid_t fspace = H5Dget_space(dset), mspace = -1;
+	int rc = MLRT_ERR_IO;
+
+	t->crc = 0;
+	if (fspace < 0)
+		return MLRT_ERR_IO;
+	row = t->bytes / rows;
+	per = row >= WRITE_PIECE ? 1 : WRITE_PIECE / row;
+	for (int d = 0; d < t->ndim; d++)
+		count[d] = (hsize_t)t->shape[d];
+	for (hsize_t r = 0; r < rows; r += per) {
+		const char *p = src + r * row;
+
+		start[0] = r;
+		count[0] = rows - r < per ? rows - r : per;
+		t->crc = mlrti_crc32c(t->crc, p, count[0] * row);
+		mspace = H5Screate_simple(t->ndim, count, NULL);
+		errno = 0;
+		if (mspace < 0 ||
+		    H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+		    H5Dwrite(dset, type, mspace, fspace, H5P_DEFAULT, p) < 0) {
+			*err = errno;
+			goto out;
+		}
+		H5Sclose(mspace);
+		mspace = -1;
+		if (fd >= 0)
+			sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	}
+	rc = MLRT_OK;
+out:
+	if (mspace >= 0)
+		H5Sclose(mspace);
+	H5Sclose(fspace);
+	return rc;
+}
+
 static int write_tensor(hid_t file, hid_t lcpl, hid_t dcpl, mlrti_ckpt_tensor *t,
-                        const void *src, int *err)
+                        const void *src, int fd, int *err)
 {
 	hsize_t dims[MLRT_CKPT_MAX_DIMS];
 	hid_t type = h5_type(t->dtype), space = -1, dset = -1;
@@ -414,18 +462,13 @@ static int write_tensor(hid_t file, hid_t lcpl, hid_t dcpl, mlrti_ckpt_tensor *t
 
 	for (int d = 0; d < t->ndim; d++)
 		dims[d] = (hsize_t)t->shape[d];
-	t->crc = mlrti_crc32c(0, src, t->bytes);
+	t->crc = 0;
 	space = H5Screate_simple(t->ndim, dims, NULL);
 	if (type < 0 || space < 0)
 		goto out;
 	dset = H5Dcreate2(file, t->name, type, space, lcpl, dcpl, H5P_DEFAULT);
-	if (dset < 0)
+	if (dset < 0 || (t->bytes > 0 && write_rows(dset, type, t, src, fd, err) != MLRT_OK))
 		goto out;
-	errno = 0;
-	if (t->bytes > 0 && H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, src) < 0) {
-		*err = errno;
-		goto out;
-	}
 	if (attr_write_str(dset, "dtype", mlrt_dtype_name(t->dtype)) != MLRT_OK ||
 	    attr_write_str(dset, "kind", mlrti_ckpt_kind_name(t->kind)) != MLRT_OK ||
 	    attr_write(dset, "global_shape", H5T_NATIVE_INT64, 1, (hsize_t)t->ndim,
@@ -450,7 +493,7 @@ static int write_h5(const char *tmp, int64_t step, int rank, int world, mlrti_ck
 {
 	hid_t fapl = file_access_plist(), lcpl = H5Pcreate(H5P_LINK_CREATE);
 	hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE), file = -1;
-	int rc = MLRT_ERR_IO;
+	int rc = MLRT_ERR_IO, fd = -1;
 
 	*what = NULL;
 	if (fapl < 0 || lcpl < 0 || dcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0 ||
@@ -467,8 +510,9 @@ static int write_h5(const char *tmp, int64_t step, int rank, int world, mlrti_ck
 	    attr_write_i64(file, "rank", rank) != MLRT_OK ||
 	    attr_write_i64(file, "world_size", world) != MLRT_OK)
 		goto out;
+	fd = open(tmp, O_RDONLY | O_CLOEXEC); /* only to start writeback early */
 	for (size_t i = 0; i < n; i++) {
-		rc = write_tensor(file, lcpl, dcpl, &t[i], src[i], err);
+		rc = write_tensor(file, lcpl, dcpl, &t[i], src[i], fd, err);
 		if (rc != MLRT_OK) {
 			*what = t[i].name;
 			goto out;
@@ -484,6 +528,8 @@ static int write_h5(const char *tmp, int64_t step, int rank, int world, mlrti_ck
 	file = -1;
 	rc = MLRT_OK;
 out:
+	if (fd >= 0)
+		close(fd);
 	if (file >= 0)
 		H5Fclose(file);
 	if (dcpl >= 0)
@@ -1075,6 +1121,8 @@ int mlrti_ckpt_file_read_block(mlrti_ckpt_file *f, const mlrti_ckpt_tensor *src,
 static int crc_of(mlrti_ckpt_file *f, int64_t off, size_t bytes, void *scratch, size_t len,
                   uint32_t *crc)
 {
+	/* The kernel reads ahead while the CRC of each piece is computed. */
+	posix_fadvise(f->fd, off, (off_t)bytes, POSIX_FADV_WILLNEED);
 	*crc = 0;
 	while (bytes > 0) {
 		size_t n = bytes < len ? bytes : len;
