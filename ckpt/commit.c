@@ -140,7 +140,7 @@ static int commit_as_root(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const 
 int mlrti_ckpt_commit(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const *src)
 {
 	char key[MLRTI_CKPT_KEY_MAX], what[MLRTI_CKPT_KEY_MAX];
-	int64_t bytes = 0, unused;
+	int64_t bytes = 0, unused, t0 = mlrti_now_ms(), t1, t2;
 	int rc, posted;
 
 	if (ck->rank == 0) {
@@ -154,10 +154,16 @@ int mlrti_ckpt_commit(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const *src
 		if (posted != MLRT_OK)
 			return posted;
 	}
+	t1 = mlrti_now_ms();
 	if (rc == MLRT_OK)
 		rc = write_own_file(ck, step, src, &bytes);
+	t2 = mlrti_now_ms();
+	mlrt_log(MLRT_LOG_DEBUG, "ckpt: step %" PRId64 ": %" PRId64 " ms until the directory was "
+	         "ready, %" PRId64 " bytes written in %" PRId64 " ms", step, t1 - t0, bytes, t2 - t1);
 	if (ck->rank == 0) {
 		rc = commit_as_root(ck, seq, step, src, rc, bytes);
+		mlrt_log(MLRT_LOG_DEBUG, "ckpt: step %" PRId64 ": committed %" PRId64 " ms after "
+		         "this rank's file", step, mlrti_now_ms() - t2);
 		if (ck->store == NULL)
 			return rc;
 		mlrti_ckpt_key(ck, seq, "commit", key);
