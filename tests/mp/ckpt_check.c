@@ -10,6 +10,10 @@
  *                                  otherwise uneven row blocks) and checks
  *                                  every element; a per-rank tensor must
  *                                  refuse a world larger than the saved one
+ *   ckpt_check steps-save DIR      saves steps 1, 2 and 3 (async) of a
+ *                                  per-rank and a replicated tensor whose
+ *                                  values tell the step and the rank
+ *   ckpt_check steps-restore DIR N restores; every rank must get step N
  *   ckpt_check enospc DIR sync|async
  *                                  saves step 1 (3 MiB per rank), then step
  *                                  2, which must fail with
@@ -159,6 +163,54 @@ static void shard_restore(mlrt_ctx *ctx, const char *dir)
 	free(grid);
 }
 
+#define STEPS_LEN 1000
+
+static float step_value(int64_t step, int r, int i)
+{
+	return (float)(step * 100000 + r * 1000 + i);
+}
+
+static void steps_register(mlrt_ckpt *ck, float *w, float *rep)
+{
+	CHECK(mlrt_ckpt_add(ck, "w", w, STEPS_LEN, MLRT_F32) == MLRT_OK, "add w");
+	CHECK(mlrt_ckpt_add_replicated(ck, "rep", rep, STEPS_LEN, MLRT_F32) == MLRT_OK, "add rep");
+}
+
+static void steps_save(mlrt_ctx *ctx, const char *dir)
+{
+	static float w[STEPS_LEN], rep[STEPS_LEN];
+	mlrt_ckpt *ck = open_ck(ctx, dir, 1);
+	int rc;
+
+	steps_register(ck, w, rep);
+	for (int64_t step = 1; step <= 3; step++) {
+		for (int i = 0; i < STEPS_LEN; i++) {
+			w[i] = step_value(step, rank, i);
+			rep[i] = step_value(step, 0, i);
+		}
+		rc = mlrt_ckpt_save(ck, step);
+		CHECK(rc == MLRT_OK, "save of step %" PRId64 ": %s", step, mlrt_strerror(rc));
+	}
+	CHECK(mlrt_ckpt_close(ck) == MLRT_OK, "close");
+}
+
+static void steps_restore(mlrt_ctx *ctx, const char *dir, int64_t want)
+{
+	static float w[STEPS_LEN], rep[STEPS_LEN];
+	mlrt_ckpt *ck = open_ck(ctx, dir, 0);
+	int64_t step = -1;
+	int rc;
+
+	steps_register(ck, w, rep);
+	rc = mlrt_ckpt_restore(ck, &step);
+	CHECK(rc == MLRT_OK && step == want, "restore: %s, step %" PRId64 ", want %" PRId64,
+	      mlrt_strerror(rc), step, want);
+	for (int i = 0; i < STEPS_LEN; i++)
+		CHECK(w[i] == step_value(want, rank, i) && rep[i] == step_value(want, 0, i),
+		      "element %d: w %g rep %g after restoring step %" PRId64, i, w[i], rep[i], want);
+	CHECK(mlrt_ckpt_close(ck) == MLRT_OK, "close");
+}
+
 static void enospc(mlrt_ctx *ctx, const char *dir, int async)
 {
 	const size_t n = 3u << 18; /* 3 MiB of f32 */
@@ -199,7 +251,7 @@ int main(int argc, char **argv)
 	int rc;
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: ckpt_check shard-save|shard-restore|enospc DIR [sync|async]\n");
+		fprintf(stderr, "usage: ckpt_check MODE DIR [ARG] (see the top of ckpt_check.c)\n");
 		return 2;
 	}
 	rc = mlrt_init(&ctx);
@@ -213,6 +265,10 @@ int main(int argc, char **argv)
 		shard_save(ctx, argv[2]);
 	else if (strcmp(argv[1], "shard-restore") == 0)
 		shard_restore(ctx, argv[2]);
+	else if (strcmp(argv[1], "steps-save") == 0)
+		steps_save(ctx, argv[2]);
+	else if (strcmp(argv[1], "steps-restore") == 0 && argc == 4)
+		steps_restore(ctx, argv[2], atoll(argv[3]));
 	else if (strcmp(argv[1], "enospc") == 0 && argc == 4)
 		enospc(ctx, argv[2], strcmp(argv[3], "async") == 0);
 	else
