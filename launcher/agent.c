@@ -33,6 +33,7 @@ static const char *const owned_vars[] = {
 	"WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
 	"GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE",
 	"TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_MAX_RESTARTS",
+	"MLRT_ROLE", "MLRT_NUM_SERVERS", "MLRT_NUM_WORKERS",
 };
 
 static int is_owned(const char *entry)
@@ -112,6 +113,8 @@ static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank,
 	fail |= env_add(e, "MLRT_JOB_ID", "%s", a->job_id);
 	fail |= env_add(e, "MLRT_GENERATION", "%" PRId64, gen);
 	fail |= env_add(e, "MLRT_RESTART_COUNT", "%d", restarts);
+	fail |= env_add(e, "MLRT_ROLE", "%s", "worker");
+	fail |= env_add(e, "MLRT_NUM_SERVERS", "%d", a->o->servers);
 	/* torchrun's names, so that PyTorch programs run unchanged. */
 	fail |= env_add(e, "RANK", "%d", rank);
 	fail |= env_add(e, "WORLD_SIZE", "%d", r->world_size);
@@ -126,6 +129,30 @@ static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank,
 	fail |= env_add(e, "TORCHELASTIC_RESTART_COUNT", "%d", restarts);
 	fail |= env_add(e, "TORCHELASTIC_MAX_RESTARTS", "%d", a->o->max_restarts);
 	fail |= env_add(e, "TORCHELASTIC_RUN_ID", "%s", a->job_id);
+	return fail ? -1 : 0;
+}
+
+/* The environment of parameter server index of n (mlrun --servers): the
+ * workers' variables, with the servers counted among themselves. */
+static int build_server_env(const agent *a, const mlrti_rdzv_result *r, int index, int64_t gen,
+                            int restarts, env_list *e)
+{
+	int fail = 0;
+
+	for (char **p = environ; *p != NULL; p++)
+		if (!is_owned(*p))
+			fail |= env_push(e, *p);
+	fail |= env_add(e, "MLRT_ROLE", "%s", "server");
+	fail |= env_add(e, "MLRT_RANK", "%d", index);
+	fail |= env_add(e, "MLRT_WORLD_SIZE", "%d", a->o->servers);
+	fail |= env_add(e, "MLRT_LOCAL_RANK", "%d", index);
+	fail |= env_add(e, "MLRT_LOCAL_SIZE", "%d", a->o->servers);
+	fail |= env_add(e, "MLRT_NUM_SERVERS", "%d", a->o->servers);
+	fail |= env_add(e, "MLRT_NUM_WORKERS", "%d", r->world_size);
+	fail |= env_add(e, "MLRT_STORE", "%s", a->store_addr);
+	fail |= env_add(e, "MLRT_JOB_ID", "%s", a->job_id);
+	fail |= env_add(e, "MLRT_GENERATION", "%" PRId64, gen);
+	fail |= env_add(e, "MLRT_RESTART_COUNT", "%d", restarts);
 	return fail ? -1 : 0;
 }
 
@@ -180,11 +207,12 @@ static void record_failure(agent *a, gang *g, worker *w, gen_outcome *out)
 
 	out->result = GEN_FAILED;
 	out->failed_rank = w->rank;
+	snprintf(out->failed_name, sizeof(out->failed_name), "%s", w->name);
 	out->failed_pid = w->pid;
 	out->exit_code = worker_exit_code(w);
 	out->retryable = out->exit_code >= 128;
 	worker_describe_exit(w, out->how, sizeof(out->how));
-	snprintf(why, sizeof(why), "rank %d (host %s, pid %d) %s", w->rank, a->host, (int)w->pid,
+	snprintf(why, sizeof(why), "%s (host %s, pid %d) %s", w->name, a->host, (int)w->pid,
 	         out->how);
 	publish_abort(a, g, why);
 }
@@ -408,7 +436,8 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
 		mlrti_rdzv_result_fini(&r);
 		return;
 	}
-	g.n = r.members[r.index].nproc;
+	/* The first host also runs the parameter servers, after its workers. */
+	g.n = r.members[r.index].nproc + (r.index == 0 ? a->o->servers : 0);
 	g.w = calloc((size_t)g.n, sizeof(*g.w));
 	if (g.w == NULL) {
 		out->result = GEN_ERROR;
@@ -419,17 +448,21 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
 	         gen, g.n, r.world_size);
 	for (int i = 0; i < g.n; i++) {
 		worker *w = &g.w[i];
+		int nw = r.members[r.index].nproc;
 
-		w->rank = r.members[r.index].first_rank + i;
+		w->server = i >= nw;
+		w->rank = w->server ? i - nw : r.members[r.index].first_rank + i;
+		snprintf(w->name, sizeof(w->name), "%s %d", w->server ? "server" : "rank", w->rank);
 		w->local_rank = i;
 		w->out.fd = w->err.fd = -1;
-		w->log_fd = open_log(a, w->rank);
+		w->log_fd = w->server ? -1 : open_log(a, w->rank);
 		env_free(&env);
-		if (build_env(a, &r, i, gen, restart_count, &env) != 0 ||
+		if ((w->server ? build_server_env(a, &r, w->rank, gen, restart_count, &env)
+		               : build_env(a, &r, i, gen, restart_count, &env)) != 0 ||
 		    worker_spawn(w, a->program, a->o->argv, env.v, cpu_for(a, i, g.n)) != 0) {
 			out->result = GEN_ERROR;
-			snprintf(out->error, sizeof(out->error), "cannot start rank %d (%s): %s",
-			         w->rank, a->program, strerror(errno));
+			snprintf(out->error, sizeof(out->error), "cannot start %s (%s): %s",
+			         w->name, a->program, strerror(errno));
 			publish_abort(a, &g, out->error);
 			stop_all(a, &g, SIGKILL);
 			break;
@@ -439,7 +472,7 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
 	watch(a, &g, &ro, out);
 	if (out->result == GEN_FAILED && out->failed_rank >= 0) {
 		for (int i = 0; i < g.n; i++)
-			if (g.w[i].rank == out->failed_rank)
+			if (strcmp(g.w[i].name, out->failed_name) == 0)
 				out->err_tail = g.w[i].err_tail;
 	}
 done:

@@ -37,6 +37,7 @@ typedef struct gen_outcome {
 	gen_result result;
 	int signal;          /* GEN_INTERRUPTED: which signal */
 	int failed_rank;     /* GEN_FAILED: first rank to fail, -1 if remote */
+	char failed_name[24]; /* "rank 3" or "server 1" */
 	pid_t failed_pid;
 	int exit_code;       /* its exit code, or 128 + signal */
 	int retryable;       /* for --restart-policy exit-code */

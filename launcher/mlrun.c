@@ -101,11 +101,11 @@ static void summarise(const agent *a, const gen_outcome *out, int64_t gen, int r
 		        a->job_id, gen, out->error, verdict);
 		return;
 	}
-	snprintf(who, sizeof(who), "rank %d", out->failed_rank);
+	snprintf(who, sizeof(who), "%s", out->failed_name);
 	fprintf(stderr,
-	        "mlrun: job %s failed in generation %" PRId64 ": rank %d (host %s, pid %d) %s; "
+	        "mlrun: job %s failed in generation %" PRId64 ": %s (host %s, pid %d) %s; "
 	        "restarts used: %d of %d (%s)\n",
-	        a->job_id, gen, out->failed_rank, a->host, (int)out->failed_pid, out->how, restarts,
+	        a->job_id, gen, out->failed_name, a->host, (int)out->failed_pid, out->how, restarts,
 	        a->o->max_restarts, verdict);
 	print_tail(who, &out->err_tail);
 }

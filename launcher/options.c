@@ -24,6 +24,7 @@ enum {
 	OPT_RDZV_LAST_CALL,
 	OPT_VERSION,
 	OPT_BIND,
+	OPT_SERVERS,
 };
 
 static const struct option long_opts[] = {
@@ -40,6 +41,7 @@ static const struct option long_opts[] = {
 	{"rdzv-timeout", required_argument, NULL, OPT_RDZV_TIMEOUT},
 	{"rdzv-last-call", required_argument, NULL, OPT_RDZV_LAST_CALL},
 	{"bind-to", required_argument, NULL, OPT_BIND},
+	{"servers", required_argument, NULL, OPT_SERVERS},
 	{"verbose", no_argument, NULL, OPT_VERBOSE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"version", no_argument, NULL, OPT_VERSION},
@@ -61,6 +63,8 @@ void mlrun_print_help(FILE *f)
 	"  -np, --nproc-per-node N  workers to start on this host (default 1)\n"
 	"  --nnodes MIN[:MAX]       agents (hosts) the gang needs (default 1)\n"
 	"  --job-id ID              job name, used in store keys (default mlrt-<pid>)\n"
+	"  --servers S              also start S parameter servers (MLRT_ROLE=server)\n"
+	"                           of PROGRAM, on the first host\n"
 	"  --bind-to core|none      pin each worker to one CPU, in local rank order\n"
 	"                           (default: core when the workers fit the CPUs\n"
 	"                           mlrun may use, none when they would share)\n"
@@ -206,6 +210,11 @@ int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
 				return bad(err, "--job-id", optarg,
 				           "want 1 to 100 characters without '/'");
 			o->job_id = optarg;
+			break;
+		case OPT_SERVERS:
+			if (mlrti_parse_int(optarg, 0, 1024, &v) != MLRT_OK)
+				return bad(err, "--servers", optarg, "want a count from 0 to 1024");
+			o->servers = (int)v;
 			break;
 		case OPT_BIND:
 			if (strcmp(optarg, "core") == 0)

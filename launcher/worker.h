@@ -24,7 +24,9 @@ typedef struct stream {
 } stream;
 
 typedef struct worker {
-	int rank;
+	int rank;        /* a worker's rank, or a parameter server's index */
+	int server;      /* 1 for a parameter server (mlrun --servers) */
+	char name[24];   /* "rank 3" or "server 1", for messages */
 	int local_rank;
 	pid_t pid;       /* 0 once reaped */
 	int status;      /* wait status, valid once reaped */

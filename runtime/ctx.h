@@ -16,4 +16,10 @@ const char *mlrti_ctx_gen_prefix(const mlrt_ctx *ctx);
 /* The job's default bound on waits (MLRT_TIMEOUT_MS), in milliseconds. */
 int mlrti_ctx_timeout_ms(const mlrt_ctx *ctx);
 
+/* Parameter-server jobs: whether this process is a server, and how many
+ * servers and workers the job has (0 servers outside such jobs). */
+int mlrti_ctx_is_server(const mlrt_ctx *ctx);
+int mlrti_ctx_num_servers(const mlrt_ctx *ctx);
+int mlrti_ctx_num_workers(const mlrt_ctx *ctx);
+
 #endif

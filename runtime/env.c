@@ -149,6 +149,23 @@ static int from_mlrun(mlrti_identity *id)
 		return MLRT_ERR_INVALID;
 	id->generation = gen;
 	copy(id->job_id, sizeof(id->job_id), (s = env("MLRT_JOB_ID")) ? s : "mlrt");
+	/* Parameter-server jobs (mlrun --servers): servers count among
+	 * themselves in MLRT_RANK / MLRT_WORLD_SIZE. */
+	if (opt_int("MLRT_NUM_SERVERS", 0, 1 << 16, 0, &id->num_servers) != MLRT_OK ||
+	    opt_int("MLRT_NUM_WORKERS", 1, 1 << 24, id->size, &id->num_workers) != MLRT_OK)
+		return MLRT_ERR_INVALID;
+	s = env("MLRT_ROLE");
+	if (s != NULL && strcmp(s, "server") == 0) {
+		id->role = MLRTI_ROLE_SERVER;
+	} else if (s != NULL && strcmp(s, "worker") != 0) {
+		mlrt_log(MLRT_LOG_ERROR, "mlrun environment: MLRT_ROLE=%s; want worker or server", s);
+		return MLRT_ERR_INVALID;
+	}
+	if (id->role == MLRTI_ROLE_SERVER && id->num_servers != id->size) {
+		mlrt_log(MLRT_LOG_ERROR, "mlrun environment: a server with MLRT_WORLD_SIZE=%d but "
+		                         "MLRT_NUM_SERVERS=%d", id->size, id->num_servers);
+		return MLRT_ERR_INVALID;
+	}
 	if ((s = env("MLRT_STORE")) != NULL) {
 		id->store_mode = MLRTI_STORE_CONNECT;
 		copy(id->store_addr, sizeof(id->store_addr), s);
@@ -242,6 +259,8 @@ int mlrti_env_identity(mlrti_identity *id, int have_mpi)
 		rc = choose_store(id, "standalone", have_mpi);
 	if (rc != MLRT_OK)
 		return rc;
+	if (id->num_workers == 0)
+		id->num_workers = id->size;
 
 	if (id->rank >= id->size || id->local_rank >= id->local_size || id->local_size > id->size) {
 		mlrt_log(MLRT_LOG_ERROR, "environment: inconsistent identity: rank %d of %d, "

@@ -19,8 +19,17 @@ typedef enum mlrti_store_mode {
 	MLRTI_STORE_MPI = 3,     /* rank 0 serves; the address travels by MPI_Bcast */
 } mlrti_store_mode;
 
+/* Role in a parameter-server job (mlrun --servers); workers otherwise. */
+typedef enum mlrti_role {
+	MLRTI_ROLE_WORKER = 0,
+	MLRTI_ROLE_SERVER = 1,
+} mlrti_role;
+
 typedef struct mlrti_identity {
 	mlrt_launcher launcher;
+	mlrti_role role;
+	int num_servers; /* 0: no parameter servers */
+	int num_workers; /* workers in the job (== size for a worker) */
 	int rank;
 	int size;
 	int local_rank;

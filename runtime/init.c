@@ -140,6 +140,13 @@ int mlrt_init(mlrt_ctx **out)
 	snprintf(ctx->gen_prefix, sizeof(ctx->gen_prefix), "%s/g%" PRId64 "/", ctx->id.job_id,
 	         ctx->id.generation);
 	MLRTI_CHECK_GOTO(reach_store(ctx), rc, fail);
+	if (ctx->id.role == MLRTI_ROLE_SERVER) {
+		/* Parameter servers are not in the workers' world. */
+		mlrt_log(MLRT_LOG_INFO, "init: parameter server %d of %d, job %s, generation %" PRId64,
+		         ctx->id.rank, ctx->id.size, ctx->id.job_id, ctx->id.generation);
+		*out = ctx;
+		return MLRT_OK;
+	}
 	MLRTI_CHECK_GOTO(mlrti_comm_create(ctx->store, ctx->id.store_addr, ctx->gen_prefix, "world",
 	                                   ctx->id.rank, ctx->id.size, ctx->timeout_ms, &ctx->world),
 	                 rc, fail);
@@ -259,4 +266,19 @@ const char *mlrti_ctx_gen_prefix(const mlrt_ctx *ctx)
 int mlrti_ctx_timeout_ms(const mlrt_ctx *ctx)
 {
 	return ctx->timeout_ms;
+}
+
+int mlrti_ctx_is_server(const mlrt_ctx *ctx)
+{
+	return ctx->id.role == MLRTI_ROLE_SERVER;
+}
+
+int mlrti_ctx_num_servers(const mlrt_ctx *ctx)
+{
+	return ctx->id.num_servers;
+}
+
+int mlrti_ctx_num_workers(const mlrt_ctx *ctx)
+{
+	return ctx->id.num_workers;
 }
