@@ -317,9 +317,8 @@ static int scan(const uint8_t *p, size_t len, size_t max_objects, char *why)
 	return MLRT_OK;
 }
 
-/* Check and unpack one message of at most max bytes into msg. */
-static int unpack(const void *buf, size_t len, size_t max, size_t max_objects,
-                  msgpack_unpacked *msg, char *why)
+int mlrti_msgpack_unpack(const void *buf, size_t len, size_t max, size_t max_objects,
+                         msgpack_unpacked *msg, char *why)
 {
 	size_t off = 0;
 	int rc;
@@ -528,7 +527,7 @@ int mlrti_store_decode_request(const void *buf, size_t len, mlrti_store_req *req
 
 	memset(req, 0, sizeof(*req));
 	msgpack_unpacked_init(&req->msg);
-	MLRTI_CHECK_GOTO(unpack(buf, len, MLRTI_STORE_MAX_REQUEST, REQ_MAX_OBJECTS, &req->msg,
+	MLRTI_CHECK_GOTO(mlrti_msgpack_unpack(buf, len, MLRTI_STORE_MAX_REQUEST, REQ_MAX_OBJECTS, &req->msg,
 	                        req->why), rc, fail);
 	MLRTI_CHECK_GOTO(collect(&req->msg.data, req_names, RQ_COUNT, f, req->why), rc, fail);
 	MLRTI_CHECK_GOTO(get_header(f[RQ_V], f[RQ_ID], &req->id, &req->has_id, req->why), rc,
@@ -618,7 +617,7 @@ int mlrti_store_decode_reply(const void *buf, size_t len, mlrti_store_rep *rep)
 
 	memset(rep, 0, sizeof(*rep));
 	msgpack_unpacked_init(&rep->msg);
-	MLRTI_CHECK_GOTO(unpack(buf, len, MLRTI_STORE_MAX_REPLY, REP_MAX_OBJECTS, &rep->msg,
+	MLRTI_CHECK_GOTO(mlrti_msgpack_unpack(buf, len, MLRTI_STORE_MAX_REPLY, REP_MAX_OBJECTS, &rep->msg,
 	                        rep->why), rc, fail);
 	MLRTI_CHECK_GOTO(collect(&rep->msg.data, rep_names, RP_COUNT, f, rep->why), rc, fail);
 	MLRTI_CHECK_GOTO(get_header(f[RP_V], f[RP_ID], &rep->id, &rep->has_id, rep->why), rc,

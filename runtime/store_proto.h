@@ -160,4 +160,12 @@ int mlrti_store_decode_reply(const void *buf, size_t len, mlrti_store_rep *rep);
 /* Release what decoding rep allocated; safe on a zeroed or failed rep. */
 void mlrti_store_rep_fini(mlrti_store_rep *rep);
 
+/* Check that the len bytes at buf (at most max) are exactly one complete
+ * msgpack object of bounded depth with at most max_objects objects, then
+ * unpack it into msg (initialised by the caller).  Safe on any input: a
+ * container announcing more elements than the bytes can hold is refused
+ * before msgpack-c allocates for them.  why: MLRTI_STORE_WHY_LEN bytes. */
+int mlrti_msgpack_unpack(const void *buf, size_t len, size_t max, size_t max_objects,
+                         msgpack_unpacked *msg, char *why);
+
 #endif

@@ -10,5 +10,6 @@
 #include <mlrt/store.h>
 #include <mlrt/ckpt.h>
 #include <mlrt/metrics.h>
+#include <mlrt/ps.h>
 
 #endif

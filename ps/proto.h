@@ -1,0 +1,70 @@
+/* The parameter server's wire protocol (internal; see docs/ps.md).
+ *
+ * Workers talk to each server over one ZeroMQ DEALER -> ROUTER connection.
+ * A request is a multipart message: a header frame (one msgpack map with
+ * short string keys) followed by raw payload frames in host byte order:
+ *
+ *   hello  {v, op, id, w, nw, + the options}        -> {v, op, id, st, [msg]}
+ *   push   {v, op, id, w, seq, clk, n} keys lens vals -> {v, op, id, st, [msg]}
+ *   pull   {v, op, id, w, clk, n} keys lens          -> {v, op, id, st, [msg]} vals
+ *   init   {v, op, id, w, n} keys lens               -> {v, op, id, st, [msg]}
+ *   bye    {v, op, id, w}                            -> {v, op, id, st}
+ *
+ * keys: n uint64; lens: n uint64 (floats per key); vals: the keys' floats,
+ * one after the other.  Fields a decoder does not know are ignored; a
+ * known field of the wrong type or out of range is an error.  The decoder
+ * takes arbitrary bytes and never crashes.
+ *
+ * Threads: pure functions, callable from any thread. */
+#ifndef MLRT_PS_PROTO_H
+#define MLRT_PS_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mlrt/ps.h>
+
+#define MLRTI_PS_VERSION 1
+#define MLRTI_PS_MAX_HEADER 4096           /* bytes of a header frame */
+#define MLRTI_PS_MAX_KEYS ((uint64_t)1 << 26) /* keys in one request */
+#define MLRTI_PS_MAX_LEN ((uint64_t)1 << 28)  /* floats of one key */
+#define MLRTI_PS_MSG_MAX 200
+
+typedef enum mlrti_ps_op {
+	MLRTI_PS_HELLO = 1,
+	MLRTI_PS_PUSH,
+	MLRTI_PS_PULL,
+	MLRTI_PS_INIT,
+	MLRTI_PS_BYE,
+	MLRTI_PS_OP_COUNT,
+} mlrti_ps_op;
+
+typedef struct mlrti_ps_hdr {
+	mlrti_ps_op op;
+	uint64_t id;    /* request id, echoed by the reply */
+	int32_t worker; /* sender's worker rank */
+	int32_t nworkers;
+	uint64_t seq;   /* push: this worker's pushes to this server so far */
+	int64_t clock;  /* push, pull: the worker's pushes so far (its clock) */
+	uint64_t nkeys;
+	int32_t status; /* reply: an mlrt_status */
+	char msg[MLRTI_PS_MSG_MAX]; /* reply: what went wrong, or "" */
+	int has_opts;   /* hello carries the options */
+	mlrt_ps_opts opts;
+} mlrti_ps_hdr;
+
+/* Encode h (a request, or a reply when reply != 0) into buf of cap bytes;
+ * *len gets the size.  MLRT_ERR_TOO_LARGE when it does not fit. */
+int mlrti_ps_hdr_encode(const mlrti_ps_hdr *h, int reply, void *buf, size_t cap, size_t *len);
+
+/* Decode a header frame into h.  MLRT_ERR_PROTOCOL (with why filled in)
+ * or MLRT_ERR_VERSION on bad input. */
+int mlrti_ps_hdr_decode(const void *buf, size_t len, mlrti_ps_hdr *h, char *why, size_t whylen);
+
+/* Server of key among n servers: key ranges of equal width. */
+static inline int mlrti_ps_server_of(uint64_t key, int n)
+{
+	return (int)(((unsigned __int128)key * (unsigned)n) >> 64);
+}
+
+#endif

@@ -1,0 +1,41 @@
+# Parameter server through mlrun --servers S -np W: exact sums with 1..3
+# servers and 1..4 workers; every optimizer, in SYNC mode against a local
+# replay of the summed gradients and in ASYNC mode with one worker;
+# bounded staleness never exceeded (the servers' own count); errors.
+. "$(dirname "$0")/lib.sh"
+
+run() { # SERVERS WORKERS ARGS...
+	local s=$1 w=$2
+	shift 2
+	MLRT_LOG_LEVEL=info "$MLRUN" --servers "$s" -np "$w" --no-tag-output "$PS_CHECK" "$@" \
+		>"$TMP/out" 2>"$TMP/err" || fail "ps_check $* ($s servers, $w workers): $(cat "$TMP/err")"
+	[ "$(grep -c "^$1: worker [0-9]* ok$" "$TMP/out")" -eq "$w" ] ||
+		fail "ps_check $* ($s servers, $w workers): $(cat "$TMP/out" "$TMP/err")"
+}
+
+for s in 1 2 3; do
+	for w in 1 2 4; do
+		run $s $w sum
+	done
+done
+echo "sum: exact with 1-3 servers x 1, 2, 4 workers"
+
+for opt in sum sgd momentum adagrad adam ftrl; do
+	run 3 4 sync $opt
+	run 2 1 async $opt
+done
+echo "optimizers: SYNC (3 servers, 4 workers) and ASYNC equal to the local replay"
+
+for k in 1 3; do
+	run 2 3 bounded $k
+	leads=$(sed -n 's/.*pulls were answered at most \([0-9]*\) pushes ahead.*/\1/p' "$TMP/err")
+	[ "$(echo "$leads" | wc -w)" -eq 2 ] || fail "bounded $k: no lead reported: $(cat "$TMP/err")"
+	for l in $leads; do
+		[ "$l" -le $k ] || fail "bounded $k: a pull was answered $l pushes ahead"
+	done
+	echo "bounded staleness $k: largest lead served $(echo $leads | tr ' ' /)"
+done
+
+run 1 2 errors
+grep -q 'key 42 holds 4 floats, not 5' "$TMP/err" || fail "errors: $(cat "$TMP/err")"
+echo "errors: ok"

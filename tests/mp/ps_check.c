@@ -1,0 +1,237 @@
+/* ps_check: parameter-server scenarios, run as `mlrun --servers S -np W
+ * ps_check MODE`.  Servers serve; workers check and print
+ * "MODE: worker R ok".
+ *
+ *   sum        no optimizer: every worker pushes its values to keys of
+ *              assorted lengths spread over every server's range; after a
+ *              barrier, every worker pulls exactly the start plus the sum
+ *   sync OPT   SYNC mode with optimizer OPT (sgd, momentum, adagrad, adam,
+ *              ftrl): 6 steps of per-worker gradients; after each push the
+ *              pull must equal, bitwise, a local replay of the optimizer
+ *              on the summed gradients (summed in worker order)
+ *   async OPT  one worker, ASYNC: the same against a local replay
+ *   bounded K  BOUNDED with staleness K, worker 0 slow: every pull the
+ *              servers answered was at most K pushes ahead of the slowest
+ *              (the servers' own count, read from the store at the end)
+ *   errors     a key pushed with another length, and mismatched options,
+ *              are refused with MLRT_ERR_INVALID */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mlrt/mlrt.h>
+
+#include "ps/optim.h"
+
+#define NKEYS 9
+#define STEPS 6
+
+static int rank, nworkers;
+
+#define CHECK(cond, ...)                                                                         \
+	do {                                                                                     \
+		if (!(cond)) {                                                                   \
+			fprintf(stderr, "ps_check: worker %d: ", rank);                          \
+			fprintf(stderr, __VA_ARGS__);                                            \
+			fputc('\n', stderr);                                                     \
+			exit(1);                                                                 \
+		}                                                                                \
+	} while (0)
+
+/* Keys spread over the whole range (so over every server), lengths 1..~600. */
+static void key_set(uint64_t *keys, size_t *lens, size_t *total)
+{
+	*total = 0;
+	for (int i = 0; i < NKEYS; i++) {
+		keys[i] = (uint64_t)i * (UINT64_MAX / NKEYS) + 12345;
+		lens[i] = (size_t)(1 + (i * 71) % 600);
+		*total += lens[i];
+	}
+}
+
+static float grad(int worker, int64_t step, size_t j)
+{
+	return (float)(((int)(j * 7 + (size_t)worker * 13 + (size_t)step * 29) % 17) - 8) * 0.125f;
+}
+
+static mlrt_ps *open_ps(mlrt_ctx *ctx, const mlrt_ps_opts *o)
+{
+	mlrt_ps *ps;
+	int rc = mlrt_ps_open_opts(ctx, o, &ps);
+
+	CHECK(rc == MLRT_OK, "open: %s", mlrt_strerror(rc));
+	return ps;
+}
+
+static void sum(mlrt_ctx *ctx)
+{
+	uint64_t keys[NKEYS];
+	size_t lens[NKEYS], n;
+	mlrt_ps_opts o;
+
+	key_set(keys, lens, &n);
+	float *v = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+	mlrt_ps_opts_init(&o);
+	o.init = MLRT_PS_CONSTANT;
+	o.init_a = 0.5f;
+	mlrt_ps *ps = open_ps(ctx, &o);
+
+	for (size_t j = 0; j < n; j++)
+		v[j] = (float)(rank + 1) * (float)(j % 10);
+	CHECK(mlrt_ps_push(ps, keys, NKEYS, v, lens) == MLRT_OK, "push");
+	CHECK(mlrt_barrier(mlrt_world(ctx)) == MLRT_OK, "barrier");
+	CHECK(mlrt_ps_pull(ps, keys, NKEYS, got, lens) == MLRT_OK, "pull");
+	for (size_t j = 0; j < n; j++) {
+		float want = 0.5f;
+
+		for (int w = 0; w < nworkers; w++)
+			want += (float)(w + 1) * (float)(j % 10);
+		CHECK(got[j] == want, "element %zu: %g, want %g", j, got[j], want);
+	}
+	CHECK(mlrt_ps_close(ps) == MLRT_OK, "close");
+	free(v);
+	free(got);
+}
+
+static mlrt_ps_optimizer parse_opt(const char *s)
+{
+	static const char *const names[] = {"sum", "sgd", "momentum", "adagrad", "adam", "ftrl"};
+
+	for (int i = 0; i < 6; i++)
+		if (strcmp(s, names[i]) == 0)
+			return (mlrt_ps_optimizer)i;
+	CHECK(0, "unknown optimizer %s", s);
+	return MLRT_PS_SUM;
+}
+
+/* Replay opt on every key locally and compare with the servers' values
+ * after each step.  consistency SYNC sums all workers' gradients. */
+static void replay(mlrt_ctx *ctx, mlrt_ps_consistency cons, const char *opt_name)
+{
+	uint64_t keys[NKEYS];
+	size_t lens[NKEYS], n;
+	mlrt_ps_opts o;
+
+	key_set(keys, lens, &n);
+	mlrt_ps_opts_init(&o);
+	o.optimizer = parse_opt(opt_name);
+	o.consistency = cons;
+	o.lr = 0.05f;
+	o.l1 = 0.01f;
+	o.init = MLRT_PS_UNIFORM;
+	o.init_a = -0.5f;
+	o.init_b = 0.5f;
+	o.seed = 7;
+	mlrt_ps *ps = open_ps(ctx, &o);
+	float *g = malloc(n * sizeof(float)), *sum = malloc(n * sizeof(float));
+	float *w = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+	float *state = calloc(2 * n, sizeof(float));
+	int64_t t[NKEYS] = {0};
+
+	for (size_t off = 0, i = 0; i < NKEYS; off += lens[i], i++)
+		mlrti_optim_init(&o, keys[i], w + off, lens[i]);
+	for (int64_t step = 0; step < STEPS; step++) {
+		for (size_t j = 0; j < n; j++)
+			g[j] = grad(rank, step, j);
+		CHECK(mlrt_ps_push(ps, keys, NKEYS, g, lens) == MLRT_OK, "push of step %" PRId64, step);
+		for (size_t j = 0; j < n; j++) {
+			int workers = cons == MLRT_PS_SYNC ? nworkers : 1;
+
+			sum[j] = grad(0, step, j);
+			for (int k = 1; k < workers; k++)
+				sum[j] += grad(k, step, j);
+		}
+		/* Key i's optimizer state: up to 2 * lens[i] floats at 2 * off. */
+		for (size_t off = 0, i = 0; i < NKEYS; off += lens[i], i++)
+			mlrti_optim_apply(&o, w + off, state + 2 * off, sum + off, lens[i], &t[i]);
+		CHECK(mlrt_ps_pull(ps, keys, NKEYS, got, lens) == MLRT_OK, "pull of step %" PRId64, step);
+		CHECK(memcmp(got, w, n * sizeof(float)) == 0,
+		      "%s after step %" PRId64 " differs from the local replay", opt_name, step);
+	}
+	CHECK(mlrt_ps_close(ps) == MLRT_OK, "close");
+	free(g);
+	free(sum);
+	free(w);
+	free(got);
+	free(state);
+}
+
+static void bounded(mlrt_ctx *ctx, int k)
+{
+	uint64_t keys[NKEYS];
+	size_t lens[NKEYS], n;
+	mlrt_ps_opts o;
+
+	key_set(keys, lens, &n);
+	mlrt_ps_opts_init(&o);
+	o.consistency = MLRT_PS_BOUNDED;
+	o.staleness = k;
+	mlrt_ps *ps = open_ps(ctx, &o);
+	float *v = calloc(n, sizeof(float));
+
+	for (int step = 0; step < 20; step++) {
+		if (rank == 0)
+			usleep(20000); /* the slow one */
+		CHECK(mlrt_ps_pull(ps, keys, NKEYS, v, lens) == MLRT_OK, "pull");
+		CHECK(mlrt_ps_push(ps, keys, NKEYS, v, lens) == MLRT_OK, "push");
+	}
+	CHECK(mlrt_ps_close(ps) == MLRT_OK, "close");
+	free(v);
+}
+
+static void errors(mlrt_ctx *ctx)
+{
+	uint64_t key = 42;
+	size_t len = 4, other = 5;
+	float v[5] = {0};
+	mlrt_ps_opts o;
+	int rc;
+
+	mlrt_ps_opts_init(&o);
+	mlrt_ps *ps = open_ps(ctx, &o);
+	CHECK(mlrt_ps_push(ps, &key, 1, v, &len) == MLRT_OK, "push");
+	CHECK(mlrt_barrier(mlrt_world(ctx)) == MLRT_OK, "barrier");
+	rc = mlrt_ps_pull(ps, &key, 1, v, &other);
+	CHECK(rc == MLRT_ERR_INVALID, "a pull with another length: %s", mlrt_strerror(rc));
+	CHECK(mlrt_ps_close(ps) == MLRT_OK, "close");
+}
+
+int main(int argc, char **argv)
+{
+	mlrt_ctx *ctx;
+	int rc;
+
+	if (argc < 2) {
+		fprintf(stderr, "usage: ps_check sum|sync OPT|async OPT|bounded K|errors\n");
+		return 2;
+	}
+	if ((rc = mlrt_init(&ctx)) != MLRT_OK) {
+		fprintf(stderr, "ps_check: init: %s\n", mlrt_strerror(rc));
+		return 1;
+	}
+	if (mlrt_ps_role(ctx) == MLRT_ROLE_SERVER) {
+		rc = mlrt_ps_serve(ctx);
+		mlrt_finalize(ctx);
+		return rc == MLRT_OK ? 0 : 1;
+	}
+	rank = mlrt_rank(ctx);
+	nworkers = mlrt_size(ctx);
+	if (strcmp(argv[1], "sum") == 0)
+		sum(ctx);
+	else if (strcmp(argv[1], "sync") == 0 && argc > 2)
+		replay(ctx, MLRT_PS_SYNC, argv[2]);
+	else if (strcmp(argv[1], "async") == 0 && argc > 2)
+		replay(ctx, MLRT_PS_ASYNC, argv[2]);
+	else if (strcmp(argv[1], "bounded") == 0 && argc > 2)
+		bounded(ctx, atoi(argv[2]));
+	else if (strcmp(argv[1], "errors") == 0)
+		errors(ctx);
+	else
+		CHECK(0, "unknown mode %s", argv[1]);
+	printf("%s: worker %d ok\n", argv[1], rank);
+	mlrt_finalize(ctx);
+	return 0;
+}
