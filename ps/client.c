@@ -21,8 +21,6 @@
 #include "runtime/common.h"
 #include "runtime/ctx.h"
 
-#define DEFAULT_TIMEOUT_MS 300000
-
 /* One server's share of a request. */
 typedef struct part {
 	size_t n;        /* keys */
@@ -34,19 +32,32 @@ typedef struct part {
 	size_t *idx;     /* the caller's index of each of its keys */
 } part;
 
+/* A request in flight, in slot ticket % MLRT_PS_MAX_INFLIGHT. */
+typedef struct request {
+	int64_t ticket;   /* -1: the slot is free */
+	mlrti_ps_op op;
+	part *parts;      /* [nservers] */
+	size_t cap;       /* room in each part's arrays and in offset */
+	size_t *offset;   /* value offset of each of the caller's keys */
+	float *out;       /* pull: the caller's values */
+	int pending;      /* servers yet to answer */
+	int status;
+	atomic_int lent;  /* caller buffers ZeroMQ still holds */
+} request;
+
 struct mlrt_ps {
 	mlrt_ctx *ctx;
 	void *zctx;
 	void **sock;
 	int nservers, worker, nworkers;
 	mlrt_ps_opts opts;
-	uint64_t next_id;
-	int64_t clock;    /* pushes done */
-	int opened;       /* every server said hello back */
-	atomic_int lent;  /* caller buffers ZeroMQ still holds */
-	part *parts;      /* [nservers] */
-	size_t *offset;   /* [n] value offset of each caller key */
-	size_t cap;
+	int64_t next_ticket;
+	int64_t done_upto; /* every ticket <= done_upto has completed */
+	int64_t clock;     /* pushes sent */
+	int error;         /* first error since the last wait */
+	int broken;        /* a reply is overdue: the handle cannot be trusted */
+	int opened;        /* every server said hello back */
+	request slot[MLRT_PS_MAX_INFLIGHT];
 };
 
 void mlrt_ps_opts_init(mlrt_ps_opts *o)
@@ -70,18 +81,20 @@ int mlrt_ps_role(const mlrt_ctx *ctx)
 
 /* ---- splitting a request by server ---- */
 
-static int reserve(mlrt_ps *ps, size_t n)
+static int reserve(mlrt_ps *ps, request *q, size_t n)
 {
-	if (n <= ps->cap)
-		return MLRT_OK;
-	size_t cap = n < 64 ? 64 : n;
+	size_t cap = n < 16 ? 16 : n;
 
-	free(ps->offset);
-	ps->offset = malloc(cap * sizeof(*ps->offset));
-	if (ps->offset == NULL)
-		goto nomem;
+	if (n <= q->cap && q->parts != NULL)
+		return MLRT_OK;
+	if (q->parts == NULL && (q->parts = calloc((size_t)ps->nservers, sizeof(*q->parts))) == NULL)
+		return MLRT_ERR_NOMEM;
+	q->cap = 0;
+	free(q->offset);
+	if ((q->offset = malloc(cap * sizeof(*q->offset))) == NULL)
+		return MLRT_ERR_NOMEM;
 	for (int s = 0; s < ps->nservers; s++) {
-		part *p = &ps->parts[s];
+		part *p = &q->parts[s];
 
 		free(p->keys);
 		free(p->lens);
@@ -90,28 +103,27 @@ static int reserve(mlrt_ps *ps, size_t n)
 		p->lens = malloc(cap * sizeof(*p->lens));
 		p->idx = malloc(cap * sizeof(*p->idx));
 		if (p->keys == NULL || p->lens == NULL || p->idx == NULL)
-			goto nomem;
+			return MLRT_ERR_NOMEM;
 	}
-	ps->cap = cap;
+	q->cap = cap;
 	return MLRT_OK;
-nomem:
-	ps->cap = 0;
-	return MLRT_ERR_NOMEM;
 }
 
-static int split(mlrt_ps *ps, const uint64_t *keys, size_t n, const size_t *lens)
+static int split(mlrt_ps *ps, request *q, const uint64_t *keys, size_t n, const size_t *lens)
 {
 	size_t off = 0;
 
-	if (n > MLRTI_PS_MAX_KEYS || reserve(ps, n) != MLRT_OK)
-		return n > MLRTI_PS_MAX_KEYS ? MLRT_ERR_TOO_LARGE : MLRT_ERR_NOMEM;
+	if (n > MLRTI_PS_MAX_KEYS)
+		return MLRT_ERR_TOO_LARGE;
+	if (reserve(ps, q, n) != MLRT_OK)
+		return MLRT_ERR_NOMEM;
 	for (int s = 0; s < ps->nservers; s++) {
-		ps->parts[s].n = 0;
-		ps->parts[s].nvals = 0;
-		ps->parts[s].contiguous = 1;
+		q->parts[s].n = 0;
+		q->parts[s].nvals = 0;
+		q->parts[s].contiguous = 1;
 	}
 	for (size_t i = 0; i < n; i++) {
-		part *p = &ps->parts[mlrti_ps_server_of(keys[i], ps->nservers)];
+		part *p = &q->parts[mlrti_ps_server_of(keys[i], ps->nservers)];
 
 		if (lens[i] == 0 || lens[i] > MLRTI_PS_MAX_LEN) {
 			mlrt_log(MLRT_LOG_ERROR, "ps: key %" PRIu64 " with length %zu (want 1 to %" PRIu64
@@ -127,13 +139,13 @@ static int split(mlrt_ps *ps, const uint64_t *keys, size_t n, const size_t *lens
 		p->idx[p->n] = i;
 		p->n++;
 		p->nvals += lens[i];
-		ps->offset[i] = off;
+		q->offset[i] = off;
 		off += lens[i];
 	}
 	return MLRT_OK;
 }
 
-/* ---- sending and receiving ---- */
+/* ---- sending ---- */
 
 static void give_back(void *data, void *hint)
 {
@@ -146,18 +158,52 @@ static int send_frame(void *sock, const void *p, size_t len, int more)
 	return zmq_send(sock, p, len, more ? ZMQ_SNDMORE : 0) < 0 ? MLRT_ERR_IO : MLRT_OK;
 }
 
-/* Send h to server s with its share of keys, and for a push the values. */
-static int send_request(mlrt_ps *ps, int s, mlrti_ps_hdr *h, const float *vals)
+/* The values of part p of a push, as a message: the caller's memory
+ * itself when they are one run (ZeroMQ lends it until sent), else a copy. */
+static int values_msg(request *q, const part *p, const float *vals, zmq_msg_t *m)
 {
-	const part *p = &ps->parts[s];
+	if (p->contiguous) {
+		atomic_fetch_add(&q->lent, 1);
+		if (zmq_msg_init_data(m, (void *)(vals + q->offset[p->first]),
+		                      p->nvals * sizeof(float), give_back, &q->lent) != 0) {
+			atomic_fetch_sub(&q->lent, 1);
+			return MLRT_ERR_NOMEM;
+		}
+		return MLRT_OK;
+	}
+	if (zmq_msg_init_size(m, p->nvals * sizeof(float)) != 0)
+		return MLRT_ERR_NOMEM;
+	float *out = zmq_msg_data(m);
+
+	for (size_t k = 0; k < p->n; k++) {
+		memcpy(out, vals + q->offset[p->idx[k]], p->lens[k] * sizeof(float));
+		out += p->lens[k];
+	}
+	return MLRT_OK;
+}
+
+/* Send request q's share to server s. */
+static int send_part(mlrt_ps *ps, request *q, int s, const float *vals)
+{
+	const part *p = &q->parts[s];
+	mlrti_ps_hdr h = {
+		.op = q->op,
+		.id = (uint64_t)q->ticket,
+		.worker = ps->worker,
+		.nworkers = ps->nworkers,
+		.clock = ps->clock,
+		.nkeys = p->n,
+		.has_opts = q->op == MLRTI_PS_HELLO,
+		.opts = ps->opts,
+	};
+	int keyed = q->op == MLRTI_PS_PUSH || q->op == MLRTI_PS_PULL || q->op == MLRTI_PS_INIT;
+	int push = q->op == MLRTI_PS_PUSH;
 	char buf[1024];
 	size_t len;
-	int push = h->op == MLRTI_PS_PUSH, keyed = push || h->op == MLRTI_PS_PULL ||
-	                                              h->op == MLRTI_PS_INIT;
+	zmq_msg_t m;
 	int rc;
 
-	h->nkeys = keyed ? p->n : 0;
-	MLRTI_CHECK_GOTO(mlrti_ps_hdr_encode(h, 0, buf, sizeof(buf), &len), rc, out);
+	MLRTI_CHECK_GOTO(mlrti_ps_hdr_encode(&h, 0, buf, sizeof(buf), &len), rc, out);
 	MLRTI_CHECK_GOTO(send_frame(ps->sock[s], buf, len, keyed), rc, out);
 	if (!keyed)
 		return MLRT_OK;
@@ -165,155 +211,259 @@ static int send_request(mlrt_ps *ps, int s, mlrti_ps_hdr *h, const float *vals)
 	MLRTI_CHECK_GOTO(send_frame(ps->sock[s], p->lens, p->n * 8, push), rc, out);
 	if (!push)
 		return MLRT_OK;
-	zmq_msg_t m;
-
-	if (p->contiguous && p->n > 0) {
-		/* The caller's memory, without a copy. */
-		atomic_fetch_add(&ps->lent, 1);
-		if (zmq_msg_init_data(&m, (void *)(vals + ps->offset[p->first]),
-		                      p->nvals * sizeof(float), give_back, &ps->lent) != 0) {
-			atomic_fetch_sub(&ps->lent, 1);
-			return MLRT_ERR_NOMEM;
-		}
-	} else {
-		if (zmq_msg_init_size(&m, p->nvals * sizeof(float)) != 0)
-			return MLRT_ERR_NOMEM;
-		float *out = zmq_msg_data(&m);
-
-		for (size_t k = 0; k < p->n; k++) {
-			memcpy(out, vals + ps->offset[p->idx[k]], p->lens[k] * sizeof(float));
-			out += p->lens[k];
-		}
-	}
+	MLRTI_CHECK_GOTO(values_msg(q, p, vals, &m), rc, out);
 	if (zmq_msg_send(&m, ps->sock[s], 0) < 0) {
 		zmq_msg_close(&m);
-		return MLRT_ERR_IO;
+		rc = MLRT_ERR_IO;
 	}
+out:
+	return rc;
+}
+
+/* ---- receiving ---- */
+
+static void drop_rest(void *sock, int more)
+{
+	while (more) {
+		zmq_msg_t m;
+
+		zmq_msg_init(&m);
+		if (zmq_msg_recv(&m, sock, 0) < 0)
+			more = 0;
+		else
+			more = zmq_msg_more(&m);
+		zmq_msg_close(&m);
+	}
+}
+
+static void fail_request(request *q, int status)
+{
+	if (q->status == MLRT_OK)
+		q->status = status;
+}
+
+/* A pull's values from server s into the caller's array. */
+static int take_values(mlrt_ps *ps, request *q, int s)
+{
+	const part *p = &q->parts[s];
+	zmq_msg_t m;
+	int rc = MLRT_OK;
+
+	zmq_msg_init(&m);
+	if (zmq_msg_recv(&m, ps->sock[s], 0) < 0 || zmq_msg_size(&m) != p->nvals * sizeof(float)) {
+		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: server %d sent values of the wrong size",
+		         ps->worker, s);
+		rc = MLRT_ERR_PROTOCOL;
+	} else if (p->contiguous && p->n > 0) {
+		memcpy(q->out + q->offset[p->first], zmq_msg_data(&m), zmq_msg_size(&m));
+	} else {
+		const float *in = zmq_msg_data(&m);
+
+		for (size_t k = 0; k < p->n; k++) {
+			memcpy(q->out + q->offset[p->idx[k]], in, p->lens[k] * sizeof(float));
+			in += p->lens[k];
+		}
+	}
+	drop_rest(ps->sock[s], zmq_msg_more(&m));
+	zmq_msg_close(&m);
+	return rc;
+}
+
+/* Read one reply from server s and account it to its request. */
+static void take_reply(mlrt_ps *ps, int s)
+{
+	char buf[MLRTI_PS_MAX_HEADER], why[MLRTI_PS_MSG_MAX];
+	int more = 0, n;
+	size_t morelen = sizeof(more);
+	mlrti_ps_hdr h;
+	request *q;
+
+	n = zmq_recv(ps->sock[s], buf, sizeof(buf), 0);
+	if (n < 0)
+		return;
+	zmq_getsockopt(ps->sock[s], ZMQ_RCVMORE, &more, &morelen);
+	if (mlrti_ps_hdr_decode(buf, (size_t)n > sizeof(buf) ? sizeof(buf) : (size_t)n, &h, why,
+	                        sizeof(why)) != MLRT_OK ||
+	    (q = &ps->slot[h.id % MLRT_PS_MAX_INFLIGHT])->ticket != (int64_t)h.id ||
+	    q->pending == 0) {
+		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: a malformed or unexpected reply from server %d",
+		         ps->worker, s);
+		drop_rest(ps->sock[s], more);
+		return;
+	}
+	if (h.status != MLRT_OK) {
+		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: server %d: %s", ps->worker, s,
+		         h.msg[0] ? h.msg : mlrt_strerror(h.status));
+		fail_request(q, h.status);
+		drop_rest(ps->sock[s], more);
+	} else if (q->op == MLRTI_PS_PULL) {
+		int rc = more ? take_values(ps, q, s) : MLRT_ERR_PROTOCOL;
+
+		if (rc != MLRT_OK)
+			fail_request(q, rc);
+	} else {
+		drop_rest(ps->sock[s], more);
+	}
+	q->pending--;
+}
+
+/* Receive replies until ticket has completed or deadline (ms) passes. */
+static int progress(mlrt_ps *ps, int64_t ticket, int64_t deadline)
+{
+	zmq_pollitem_t items[ps->nservers];
+
+	for (;;) {
+		request *q = &ps->slot[ticket % MLRT_PS_MAX_INFLIGHT];
+		int64_t left = deadline - mlrti_now_ms();
+
+		if (q->ticket != ticket || q->pending == 0)
+			return MLRT_OK;
+		if (left <= 0)
+			break;
+		for (int s = 0; s < ps->nservers; s++)
+			items[s] = (zmq_pollitem_t){.socket = ps->sock[s], .events = ZMQ_POLLIN};
+		if (zmq_poll(items, ps->nservers, (long)left) < 0 && zmq_errno() != EINTR)
+			break;
+		for (int s = 0; s < ps->nservers; s++)
+			if (items[s].revents & ZMQ_POLLIN)
+				take_reply(ps, s);
+	}
+	mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: no answer within %d ms (request %" PRId64 ")",
+	         ps->worker, ps->opts.timeout_ms, ticket);
+	ps->broken = 1;
+	return MLRT_ERR_TIMEOUT;
+}
+
+/* Wait for every request up to ticket; fold their errors into ps->error
+ * and free their slots. */
+static int complete_upto(mlrt_ps *ps, int64_t ticket)
+{
+	int64_t deadline = mlrti_now_ms() + ps->opts.timeout_ms;
+
+	while (ps->done_upto < ticket) {
+		int64_t t = ps->done_upto + 1;
+		request *q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
+		int rc = progress(ps, t, deadline);
+
+		if (rc != MLRT_OK)
+			return rc;
+		/* A reply implies the values were sent; wait for ZeroMQ to
+		 * let go of them too before the caller gets them back. */
+		while (atomic_load(&q->lent) > 0 && mlrti_now_ms() < deadline)
+			sched_yield();
+		if (ps->error == MLRT_OK)
+			ps->error = q->status;
+		q->ticket = -1;
+		ps->done_upto = t;
+	}
+	return MLRT_OK;
+}
+
+/* Start op with keys (every server when all is set, else those holding
+ * some); *ticket gets its ticket. */
+static int start(mlrt_ps *ps, mlrti_ps_op op, int all, const uint64_t *keys, size_t nkeys,
+                 const float *in, float *out, const size_t *lens, int64_t *ticket)
+{
+	int64_t t;
+	request *q;
+	int rc;
+
+	if (ps->broken) {
+		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: the handle is unusable after a timeout; "
+		         "close it", ps->worker);
+		return MLRT_ERR_TIMEOUT;
+	}
+	t = ps->next_ticket;
+	if (t - ps->done_upto > MLRT_PS_MAX_INFLIGHT)
+		MLRTI_CHECK_GOTO(complete_upto(ps, t - MLRT_PS_MAX_INFLIGHT), rc, out);
+	q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
+	MLRTI_CHECK_GOTO(split(ps, q, keys, nkeys, lens), rc, out);
+	q->ticket = t;
+	q->op = op;
+	q->out = out;
+	q->status = MLRT_OK;
+	q->pending = 0;
+	ps->next_ticket++;
+	for (int s = 0; s < ps->nservers; s++) {
+		if (!all && q->parts[s].n == 0)
+			continue;
+		rc = send_part(ps, q, s, in);
+		if (rc != MLRT_OK) {
+			mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: cannot send to server %d", ps->worker, s);
+			fail_request(q, rc);
+			continue;
+		}
+		q->pending++;
+	}
+	if (op == MLRTI_PS_PUSH)
+		ps->clock++;
+	*ticket = t;
 	rc = MLRT_OK;
 out:
 	return rc;
 }
 
-/* Receive the reply of server s to request id; a pull's values go to
- * vals.  Waits at most until deadline (ms). */
-static int receive_reply(mlrt_ps *ps, int s, uint64_t id, float *vals, int64_t deadline)
+static int wait_ticket(mlrt_ps *ps, int64_t ticket)
 {
-	zmq_pollitem_t item = {.socket = ps->sock[s], .events = ZMQ_POLLIN};
-	char buf[MLRTI_PS_MAX_HEADER], why[MLRTI_PS_MSG_MAX];
-	const part *p = &ps->parts[s];
-	mlrti_ps_hdr h;
-	int n, more = 0;
-	size_t morelen = sizeof(more);
-	int64_t left = deadline - mlrti_now_ms();
+	int rc = complete_upto(ps, ticket);
 
-	if (left < 0 || zmq_poll(&item, 1, (long)left) <= 0) {
-		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: server %d did not answer within %d ms",
-		         ps->worker, s, ps->opts.timeout_ms);
-		return MLRT_ERR_TIMEOUT;
-	}
-	n = zmq_recv(ps->sock[s], buf, sizeof(buf), 0);
-	zmq_getsockopt(ps->sock[s], ZMQ_RCVMORE, &more, &morelen);
-	if (n < 0 || mlrti_ps_hdr_decode(buf, (size_t)n, &h, why, sizeof(why)) != MLRT_OK ||
-	    h.id != id) {
-		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: a malformed reply from server %d", ps->worker,
-		         s);
-		return MLRT_ERR_PROTOCOL;
-	}
-	if (h.status != MLRT_OK) {
-		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: server %d: %s", ps->worker, s,
-		         h.msg[0] ? h.msg : mlrt_strerror(h.status));
-		while (more) { /* drop what follows */
-			zmq_msg_t m;
-
-			zmq_msg_init(&m);
-			zmq_msg_recv(&m, ps->sock[s], 0);
-			more = zmq_msg_more(&m);
-			zmq_msg_close(&m);
-		}
-		return h.status;
-	}
-	if (vals == NULL)
-		return MLRT_OK;
-	zmq_msg_t m;
-	int rc = MLRT_OK;
-
-	zmq_msg_init(&m);
-	if (!more || zmq_msg_recv(&m, ps->sock[s], 0) < 0 ||
-	    zmq_msg_size(&m) != p->nvals * sizeof(float)) {
-		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: server %d sent values of the wrong size",
-		         ps->worker, s);
-		rc = MLRT_ERR_PROTOCOL;
-	} else if (p->contiguous && p->n > 0) {
-		memcpy(vals + ps->offset[p->first], zmq_msg_data(&m), zmq_msg_size(&m));
-	} else {
-		const float *in = zmq_msg_data(&m);
-
-		for (size_t k = 0; k < p->n; k++) {
-			memcpy(vals + ps->offset[p->idx[k]], in, p->lens[k] * sizeof(float));
-			in += p->lens[k];
-		}
-	}
-	zmq_msg_close(&m);
+	if (rc == MLRT_OK)
+		rc = ps->error;
+	ps->error = MLRT_OK;
 	return rc;
 }
 
-/* Send op to the servers that have keys in it (every server when all is
- * set), then collect every reply.  The first error wins. */
-static int round_trip(mlrt_ps *ps, mlrti_ps_op op, int all, const float *in, float *out)
+/* Start op and wait for it. */
+static int round_trip(mlrt_ps *ps, mlrti_ps_op op, int all, const uint64_t *keys, size_t nkeys,
+                      const float *in, float *out, const size_t *lens)
 {
-	int64_t deadline = mlrti_now_ms() + ps->opts.timeout_ms;
-	uint64_t ids[ps->nservers];
-	int sent[ps->nservers], rc = MLRT_OK;
+	int64_t t;
+	int rc = start(ps, op, all, keys, nkeys, in, out, lens, &t);
 
-	for (int s = 0; s < ps->nservers; s++) {
-		mlrti_ps_hdr h = {
-			.op = op,
-			.id = ps->next_id++,
-			.worker = ps->worker,
-			.nworkers = ps->nworkers,
-			.clock = ps->clock,
-			.has_opts = op == MLRTI_PS_HELLO,
-			.opts = ps->opts,
-		};
-
-		ids[s] = h.id;
-		sent[s] = all || ps->parts[s].n > 0;
-		if (sent[s] && rc == MLRT_OK) {
-			rc = send_request(ps, s, &h, in);
-			if (rc != MLRT_OK) {
-				mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: cannot send to server %d",
-				         ps->worker, s);
-				sent[s] = 0;
-			}
-		} else {
-			sent[s] = sent[s] && rc == MLRT_OK;
-		}
-	}
-	for (int s = 0; s < ps->nservers; s++) {
-		if (!sent[s])
-			continue;
-		int r = receive_reply(ps, s, ids[s], out, deadline);
-
-		if (rc == MLRT_OK)
-			rc = r;
-		if (r == MLRT_ERR_TIMEOUT)
-			break; /* the socket now holds a late reply: the handle is unusable */
-	}
-	/* ZeroMQ lets go of the caller's values once sent, which a reply
-	 * implies; wait for the release itself before handing them back. */
-	while (atomic_load(&ps->lent) > 0 && mlrti_now_ms() < deadline)
-		sched_yield();
-	return rc;
+	return rc != MLRT_OK ? rc : wait_ticket(ps, t);
 }
 
 /* ---- the API ---- */
 
-static int check_args(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const void *vals,
+static int check_args(const mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const void *vals,
                       const size_t *lens)
 {
-	if (ps == NULL || (nkeys > 0 && (keys == NULL || lens == NULL || vals == NULL)))
+	return ps == NULL || (nkeys > 0 && (keys == NULL || lens == NULL || vals == NULL))
+	               ? MLRT_ERR_INVALID
+	               : MLRT_OK;
+}
+
+/* SYNC and BOUNDED count steps: every server hears of every push. */
+static int push_to_all(const mlrt_ps *ps)
+{
+	return ps->opts.consistency != MLRT_PS_ASYNC;
+}
+
+int mlrt_ps_push_async(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const float *vals,
+                       const size_t *lens, int64_t *ticket)
+{
+	int rc = check_args(ps, keys, nkeys, vals, lens);
+
+	if (rc != MLRT_OK || ticket == NULL)
+		return rc != MLRT_OK ? rc : MLRT_ERR_INVALID;
+	return start(ps, MLRTI_PS_PUSH, push_to_all(ps), keys, nkeys, vals, NULL, lens, ticket);
+}
+
+int mlrt_ps_pull_async(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, float *vals,
+                       const size_t *lens, int64_t *ticket)
+{
+	int rc = check_args(ps, keys, nkeys, vals, lens);
+
+	if (rc != MLRT_OK || ticket == NULL)
+		return rc != MLRT_OK ? rc : MLRT_ERR_INVALID;
+	return start(ps, MLRTI_PS_PULL, 0, keys, nkeys, NULL, vals, lens, ticket);
+}
+
+int mlrt_ps_wait(mlrt_ps *ps, int64_t ticket)
+{
+	if (ps == NULL || ticket < 0 || ticket >= ps->next_ticket)
 		return MLRT_ERR_INVALID;
-	return split(ps, keys, nkeys, lens);
+	return wait_ticket(ps, ticket);
 }
 
 int mlrt_ps_push(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const float *vals,
@@ -321,13 +471,9 @@ int mlrt_ps_push(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const float *v
 {
 	int rc = check_args(ps, keys, nkeys, vals, lens);
 
-	if (rc != MLRT_OK)
-		return rc;
-	/* SYNC and BOUNDED count steps: every server hears of every push. */
-	rc = round_trip(ps, MLRTI_PS_PUSH, ps->opts.consistency != MLRT_PS_ASYNC, vals, NULL);
-	if (rc == MLRT_OK)
-		ps->clock++;
-	return rc;
+	return rc != MLRT_OK ? rc
+	                     : round_trip(ps, MLRTI_PS_PUSH, push_to_all(ps), keys, nkeys, vals,
+	                                  NULL, lens);
 }
 
 int mlrt_ps_pull(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, float *vals,
@@ -335,7 +481,7 @@ int mlrt_ps_pull(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, float *vals,
 {
 	int rc = check_args(ps, keys, nkeys, vals, lens);
 
-	return rc != MLRT_OK ? rc : round_trip(ps, MLRTI_PS_PULL, 0, NULL, vals);
+	return rc != MLRT_OK ? rc : round_trip(ps, MLRTI_PS_PULL, 0, keys, nkeys, NULL, vals, lens);
 }
 
 int mlrt_ps_init(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const size_t *lens)
@@ -343,7 +489,7 @@ int mlrt_ps_init(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const size_t *
 	static const float none;
 	int rc = check_args(ps, keys, nkeys, &none, lens);
 
-	return rc != MLRT_OK ? rc : round_trip(ps, MLRTI_PS_INIT, 0, NULL, NULL);
+	return rc != MLRT_OK ? rc : round_trip(ps, MLRTI_PS_INIT, 0, keys, nkeys, NULL, NULL, lens);
 }
 
 /* Connect to server s at the address it published in the store. */
@@ -403,11 +549,12 @@ int mlrt_ps_open_opts(mlrt_ctx *ctx, const mlrt_ps_opts *o, mlrt_ps **out)
 	ps->worker = mlrt_rank(ctx);
 	ps->nworkers = mlrt_size(ctx);
 	ps->nservers = mlrti_ctx_num_servers(ctx);
-	ps->next_id = 1;
+	ps->done_upto = -1;
+	for (int i = 0; i < MLRT_PS_MAX_INFLIGHT; i++)
+		ps->slot[i].ticket = -1;
 	ps->sock = calloc((size_t)ps->nservers, sizeof(*ps->sock));
-	ps->parts = calloc((size_t)ps->nservers, sizeof(*ps->parts));
 	ps->zctx = zmq_ctx_new();
-	if (ps->sock == NULL || ps->parts == NULL || ps->zctx == NULL) {
+	if (ps->sock == NULL || ps->zctx == NULL) {
 		rc = MLRT_ERR_NOMEM;
 		goto fail;
 	}
@@ -415,8 +562,7 @@ int mlrt_ps_open_opts(mlrt_ctx *ctx, const mlrt_ps_opts *o, mlrt_ps **out)
 		MLRTI_CHECK_GOTO(connect_server(ps, st, mlrti_ctx_gen_prefix(ctx), s,
 		                                ps->opts.timeout_ms),
 		                 rc, fail);
-	MLRTI_CHECK_GOTO(split(ps, NULL, 0, NULL), rc, fail);
-	MLRTI_CHECK_GOTO(round_trip(ps, MLRTI_PS_HELLO, 1, NULL, NULL), rc, fail);
+	MLRTI_CHECK_GOTO(round_trip(ps, MLRTI_PS_HELLO, 1, NULL, 0, NULL, NULL, NULL), rc, fail);
 	ps->opened = 1;
 	*out = ps;
 	return MLRT_OK;
@@ -436,22 +582,27 @@ int mlrt_ps_close(mlrt_ps *ps)
 
 	if (ps == NULL)
 		return MLRT_OK;
-	if (ps->opened) {
-		split(ps, NULL, 0, NULL);
-		rc = round_trip(ps, MLRTI_PS_BYE, 1, NULL, NULL);
+	if (ps->opened && !ps->broken) {
+		if (ps->next_ticket > 0)
+			wait_ticket(ps, ps->next_ticket - 1); /* what the caller never waited for */
+		rc = round_trip(ps, MLRTI_PS_BYE, 1, NULL, 0, NULL, NULL, NULL);
 	}
 	for (int s = 0; ps->sock != NULL && s < ps->nservers; s++)
 		if (ps->sock[s] != NULL)
 			zmq_close(ps->sock[s]);
 	if (ps->zctx != NULL)
 		zmq_ctx_term(ps->zctx);
-	for (int s = 0; ps->parts != NULL && s < ps->nservers; s++) {
-		free(ps->parts[s].keys);
-		free(ps->parts[s].lens);
-		free(ps->parts[s].idx);
+	for (int i = 0; i < MLRT_PS_MAX_INFLIGHT; i++) {
+		request *q = &ps->slot[i];
+
+		for (int s = 0; q->parts != NULL && s < ps->nservers; s++) {
+			free(q->parts[s].keys);
+			free(q->parts[s].lens);
+			free(q->parts[s].idx);
+		}
+		free(q->parts);
+		free(q->offset);
 	}
-	free(ps->parts);
-	free(ps->offset);
 	free(ps->sock);
 	free(ps);
 	return rc;

@@ -108,6 +108,21 @@ MLRT_API int mlrt_ps_push(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const
 MLRT_API int mlrt_ps_pull(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, float *vals,
                           const size_t *lens);
 
+/* Nonblocking push and pull: send the requests and return at once with a
+ * ticket for mlrt_ps_wait.  keys, lens and vals must stay untouched until
+ * the wait returns.  Up to MLRT_PS_MAX_INFLIGHT requests may be in flight;
+ * one more first waits for the oldest.  Errors of the request itself come
+ * back from the wait. */
+#define MLRT_PS_MAX_INFLIGHT 256
+MLRT_API int mlrt_ps_push_async(mlrt_ps *ps, const uint64_t *keys, size_t nkeys,
+                                const float *vals, const size_t *lens, int64_t *ticket);
+MLRT_API int mlrt_ps_pull_async(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, float *vals,
+                                const size_t *lens, int64_t *ticket);
+
+/* Wait for the request of ticket (and every earlier one) to complete;
+ * returns its status (the first error among them). */
+MLRT_API int mlrt_ps_wait(mlrt_ps *ps, int64_t ticket);
+
 /* Give keys their starting values now (each server fills its own keys
  * from the options' init), so that every worker sees the same start. */
 MLRT_API int mlrt_ps_init(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const size_t *lens);

@@ -1,7 +1,8 @@
 # Parameter server through mlrun --servers S -np W: exact sums with 1..3
 # servers and 1..4 workers; every optimizer, in SYNC mode against a local
 # replay of the summed gradients and in ASYNC mode with one worker;
-# bounded staleness never exceeded (the servers' own count); errors.
+# bounded staleness never exceeded (the servers' own count); nonblocking
+# requests beyond the in-flight limit; errors.
 . "$(dirname "$0")/lib.sh"
 
 run() { # SERVERS WORKERS ARGS...
@@ -35,6 +36,9 @@ for k in 1 3; do
 	done
 	echo "bounded staleness $k: largest lead served $(echo $leads | tr ' ' /)"
 done
+
+run 2 3 many
+echo "many: 600 nonblocking pushes and pulls per worker, exact; errors come back from the wait"
 
 run 1 2 errors
 grep -q 'key 42 holds 4 floats, not 5' "$TMP/err" || fail "errors: $(cat "$TMP/err")"

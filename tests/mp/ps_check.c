@@ -13,8 +13,12 @@
  *   bounded K  BOUNDED with staleness K, worker 0 slow: every pull the
  *              servers answered was at most K pushes ahead of the slowest
  *              (the servers' own count, read from the store at the end)
- *   errors     a key pushed with another length, and mismatched options,
- *              are refused with MLRT_ERR_INVALID */
+ *   errors     a key pulled with another length is refused with
+ *              MLRT_ERR_INVALID
+ *   many       600 nonblocking pushes, then 600 nonblocking pulls (more
+ *              than MLRT_PS_MAX_INFLIGHT in flight: the oldest are waited
+ *              for), exact sums; an error inside a batch comes back from
+ *              the wait */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -199,13 +203,55 @@ static void errors(mlrt_ctx *ctx)
 	CHECK(mlrt_ps_close(ps) == MLRT_OK, "close");
 }
 
+#define MANY 600
+#define MANY_LEN 8
+
+static void many(mlrt_ctx *ctx)
+{
+	static uint64_t keys[MANY];
+	static size_t lens[MANY];
+	static float v[MANY][MANY_LEN], got[MANY][MANY_LEN];
+	mlrt_ps_opts o;
+	int64_t t = -1;
+	size_t bad = MANY_LEN + 1;
+
+	mlrt_ps_opts_init(&o);
+	mlrt_ps *ps = open_ps(ctx, &o);
+	for (int i = 0; i < MANY; i++) {
+		keys[i] = (uint64_t)i * 0x9e3779b97f4a7c15ull;
+		lens[i] = MANY_LEN;
+		for (int j = 0; j < MANY_LEN; j++)
+			v[i][j] = (float)((rank + 1) * (i + j));
+		CHECK(mlrt_ps_push_async(ps, &keys[i], 1, v[i], &lens[i], &t) == MLRT_OK, "push %d", i);
+	}
+	CHECK(mlrt_ps_wait(ps, t) == MLRT_OK, "wait for the pushes");
+	CHECK(mlrt_barrier(mlrt_world(ctx)) == MLRT_OK, "barrier");
+	for (int i = 0; i < MANY; i++)
+		CHECK(mlrt_ps_pull_async(ps, &keys[i], 1, got[i], &lens[i], &t) == MLRT_OK, "pull %d", i);
+	CHECK(mlrt_ps_wait(ps, t) == MLRT_OK, "wait for the pulls");
+	for (int i = 0; i < MANY; i++)
+		for (int j = 0; j < MANY_LEN; j++) {
+			float want = 0;
+
+			for (int w = 0; w < nworkers; w++)
+				want += (float)((w + 1) * (i + j));
+			CHECK(got[i][j] == want, "key %d element %d: %g, want %g", i, j, got[i][j], want);
+		}
+	/* One bad request among good ones. */
+	CHECK(mlrt_ps_pull_async(ps, &keys[0], 1, got[0], &lens[0], &t) == MLRT_OK, "pull");
+	CHECK(mlrt_ps_pull_async(ps, &keys[1], 1, got[1], &bad, &t) == MLRT_OK, "bad pull");
+	CHECK(mlrt_ps_pull_async(ps, &keys[2], 1, got[2], &lens[2], &t) == MLRT_OK, "pull");
+	CHECK(mlrt_ps_wait(ps, t) == MLRT_ERR_INVALID, "the wait must report the bad pull");
+	CHECK(mlrt_ps_close(ps) == MLRT_OK, "close");
+}
+
 int main(int argc, char **argv)
 {
 	mlrt_ctx *ctx;
 	int rc;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: ps_check sum|sync OPT|async OPT|bounded K|errors\n");
+		fprintf(stderr, "usage: ps_check sum|sync OPT|async OPT|bounded K|errors|many\n");
 		return 2;
 	}
 	if ((rc = mlrt_init(&ctx)) != MLRT_OK) {
@@ -229,6 +275,8 @@ int main(int argc, char **argv)
 		bounded(ctx, atoi(argv[2]));
 	else if (strcmp(argv[1], "errors") == 0)
 		errors(ctx);
+	else if (strcmp(argv[1], "many") == 0)
+		many(ctx);
 	else
 		CHECK(0, "unknown mode %s", argv[1]);
 	printf("%s: worker %d ok\n", argv[1], rank);
