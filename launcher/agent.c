@@ -33,7 +33,7 @@ static const char *const owned_vars[] = {
 	"WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
 	"GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE",
 	"TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_MAX_RESTARTS",
-	"MLRT_ROLE", "MLRT_NUM_SERVERS", "MLRT_NUM_WORKERS",
+	"MLRT_ROLE", "MLRT_NUM_SERVERS", "MLRT_NUM_WORKERS", "MLRT_PS_REPLICAS",
 };
 
 static int is_owned(const char *entry)
@@ -94,6 +94,12 @@ static void env_free(env_list *e)
 	memset(e, 0, sizeof(*e));
 }
 
+/* Whether parameter servers keep a copy of each other's keys. */
+static int replicated(const agent *a)
+{
+	return a->o->ps_replicas > 0 || (a->o->ps_replicas < 0 && a->o->servers >= 2);
+}
+
 /* The full environment of one worker. */
 static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank, int64_t gen,
                      int restarts, env_list *e)
@@ -115,6 +121,7 @@ static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank,
 	fail |= env_add(e, "MLRT_RESTART_COUNT", "%d", restarts);
 	fail |= env_add(e, "MLRT_ROLE", "%s", "worker");
 	fail |= env_add(e, "MLRT_NUM_SERVERS", "%d", a->o->servers);
+	fail |= env_add(e, "MLRT_PS_REPLICAS", "%d", replicated(a));
 	/* torchrun's names, so that PyTorch programs run unchanged. */
 	fail |= env_add(e, "RANK", "%d", rank);
 	fail |= env_add(e, "WORLD_SIZE", "%d", r->world_size);
@@ -149,6 +156,7 @@ static int build_server_env(const agent *a, const mlrti_rdzv_result *r, int inde
 	fail |= env_add(e, "MLRT_LOCAL_SIZE", "%d", a->o->servers);
 	fail |= env_add(e, "MLRT_NUM_SERVERS", "%d", a->o->servers);
 	fail |= env_add(e, "MLRT_NUM_WORKERS", "%d", r->world_size);
+	fail |= env_add(e, "MLRT_PS_REPLICAS", "%d", replicated(a));
 	fail |= env_add(e, "MLRT_STORE", "%s", a->store_addr);
 	fail |= env_add(e, "MLRT_JOB_ID", "%s", a->job_id);
 	fail |= env_add(e, "MLRT_GENERATION", "%" PRId64, gen);
@@ -179,6 +187,7 @@ typedef struct gang {
 	int stopping;         /* SIGTERM sent; SIGKILL at kill_at */
 	int64_t kill_at;
 	int64_t drain_until;  /* set once every worker is reaped */
+	char prefix[256];     /* "<job>/g<gen>/" */
 	worker *suspect;      /* first failure seen, not yet recorded */
 	int64_t suspect_until;
 	char abort_key[256];
@@ -217,6 +226,23 @@ static void record_failure(agent *a, gang *g, worker *w, gen_outcome *out)
 	publish_abort(a, g, why);
 }
 
+/* A replicated parameter server died: mark it down in the store (its
+ * backup takes over its keys, and workers send it their requests) and let
+ * the job go on.  0 when it cannot be marked: then it ends the generation. */
+static int server_down(agent *a, gang *g, worker *w)
+{
+	char key[300], val[32], how[128];
+
+	snprintf(key, sizeof(key), "%sps/down/%d", g->prefix, w->rank);
+	snprintf(val, sizeof(val), "%" PRId64, mlrti_wall_ms());
+	if (g->stopping || mlrt_store_set(a->store, key, val, strlen(val)) != MLRT_OK)
+		return 0;
+	worker_describe_exit(w, how, sizeof(how));
+	fprintf(stderr, "mlrun: %s (host %s, pid %d) %s; its backup takes over its keys and the "
+	        "job goes on\n", w->name, a->host, (int)w->pid, how);
+	return 1;
+}
+
 /* Reap every worker that has ended.  The first failure is the root cause,
  * with one refinement: a worker killed by a signal is preferred to one
  * that exited non-zero, since survivors of a crash exit with an error
@@ -240,6 +266,8 @@ static void reap(agent *a, gang *g, gen_outcome *out)
 			w->status = status;
 			g->running--;
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+				continue;
+			if (w->server && replicated(a) && server_down(a, g, w))
 				continue;
 			if (g->suspect == NULL) {
 				g->suspect = w;
@@ -431,6 +459,7 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
 	out->result = GEN_SUCCEEDED;
 	out->failed_rank = -1;
 	snprintf(g.abort_key, sizeof(g.abort_key), "%s/g%" PRId64 "/abort", a->job_id, gen);
+	snprintf(g.prefix, sizeof(g.prefix), "%s/g%" PRId64 "/", a->job_id, gen);
 
 	if (join_gang(a, gen, &r, out) != 0) {
 		mlrti_rdzv_result_fini(&r);

@@ -25,6 +25,7 @@ enum {
 	OPT_VERSION,
 	OPT_BIND,
 	OPT_SERVERS,
+	OPT_PS_REPLICAS,
 };
 
 static const struct option long_opts[] = {
@@ -42,6 +43,7 @@ static const struct option long_opts[] = {
 	{"rdzv-last-call", required_argument, NULL, OPT_RDZV_LAST_CALL},
 	{"bind-to", required_argument, NULL, OPT_BIND},
 	{"servers", required_argument, NULL, OPT_SERVERS},
+	{"ps-replicas", required_argument, NULL, OPT_PS_REPLICAS},
 	{"verbose", no_argument, NULL, OPT_VERBOSE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"version", no_argument, NULL, OPT_VERSION},
@@ -65,6 +67,9 @@ void mlrun_print_help(FILE *f)
 	"  --job-id ID              job name, used in store keys (default mlrt-<pid>)\n"
 	"  --servers S              also start S parameter servers (MLRT_ROLE=server)\n"
 	"                           of PROGRAM, on the first host\n"
+	"  --ps-replicas 0|1        keep a copy of each server's keys on the next\n"
+	"                           server, which takes over when it dies (default 1\n"
+	"                           with 2 or more servers)\n"
 	"  --bind-to core|none      pin each worker to one CPU, in local rank order\n"
 	"                           (default: core when the workers fit the CPUs\n"
 	"                           mlrun may use, none when they would share)\n"
@@ -146,6 +151,7 @@ int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
 
 	memset(o, 0, sizeof(*o));
 	o->nproc = 1;
+	o->ps_replicas = -1;
 	o->nnodes_min = o->nnodes_max = 1;
 	o->policy = RESTART_ON_FAILURE;
 	o->grace_ms = 5000;
@@ -215,6 +221,11 @@ int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
 			if (mlrti_parse_int(optarg, 0, 1024, &v) != MLRT_OK)
 				return bad(err, "--servers", optarg, "want a count from 0 to 1024");
 			o->servers = (int)v;
+			break;
+		case OPT_PS_REPLICAS:
+			if (mlrti_parse_int(optarg, 0, 1, &v) != MLRT_OK)
+				return bad(err, "--ps-replicas", optarg, "want 0 or 1");
+			o->ps_replicas = (int)v;
 			break;
 		case OPT_BIND:
 			if (strcmp(optarg, "core") == 0)

@@ -13,6 +13,7 @@ typedef enum restart_policy {
 typedef struct mlrun_opts {
 	int nproc;             /* workers on this host (-np) */
 	int servers;           /* parameter servers, started on the first host */
+	int ps_replicas;       /* copies of each server's keys: 0, 1, -1 auto */
 	int nnodes_min;        /* agents in the gang (--nnodes MIN[:MAX]) */
 	int nnodes_max;
 	restart_policy policy;

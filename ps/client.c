@@ -21,9 +21,14 @@
 #include "runtime/common.h"
 #include "runtime/ctx.h"
 
-/* One server's share of a request. */
+#define FAILOVER_CHECK_MS 50 /* a request unanswered this long: is its server down? */
+
+/* One key range's share of a request. */
 typedef struct part {
 	size_t n;        /* keys */
+	int waiting;     /* sent, not yet answered */
+	uint64_t seq;    /* push: its number among this worker's pushes to the range */
+	int64_t clock;   /* the worker's clock when it was first sent */
 	size_t first;    /* index of its first key in the caller's arrays */
 	size_t nvals;    /* floats */
 	int contiguous;  /* its keys are one run in the caller's arrays */
@@ -36,10 +41,11 @@ typedef struct part {
 typedef struct request {
 	int64_t ticket;   /* -1: the slot is free */
 	mlrti_ps_op op;
-	part *parts;      /* [nservers] */
+	part *parts;      /* [nservers]: one per key range */
 	size_t cap;       /* room in each part's arrays and in offset */
 	size_t *offset;   /* value offset of each of the caller's keys */
 	float *out;       /* pull: the caller's values */
+	const float *in;  /* push: the caller's values (sent again after a failover) */
 	int pending;      /* servers yet to answer */
 	int status;
 	atomic_int lent;  /* caller buffers ZeroMQ still holds */
@@ -54,6 +60,12 @@ struct mlrt_ps {
 	int64_t next_ticket;
 	int64_t done_upto; /* every ticket <= done_upto has completed */
 	int64_t clock;     /* pushes sent */
+	int *primary;      /* [range]: the server answering for it */
+	uint64_t *seq;     /* [range]: pushes sent to it */
+	int64_t *moved_at; /* [range]: wall-clock ms its server died, 0: not moved */
+	int replicas;
+	mlrt_store *store; /* the ctx's: down servers are marked there */
+	char prefix[256];
 	int error;         /* first error since the last wait */
 	int broken;        /* a reply is overdue: the handle cannot be trusted */
 	int opened;        /* every server said hello back */
@@ -182,37 +194,44 @@ static int values_msg(request *q, const part *p, const float *vals, zmq_msg_t *m
 	return MLRT_OK;
 }
 
-/* Send request q's share to server s. */
-static int send_part(mlrt_ps *ps, request *q, int s, const float *vals)
+static int keyed(mlrti_ps_op op)
 {
-	const part *p = &q->parts[s];
+	return op == MLRTI_PS_PUSH || op == MLRTI_PS_PULL || op == MLRTI_PS_INIT;
+}
+
+/* Send request q's share of range rg to the range's server. */
+static int send_part(mlrt_ps *ps, request *q, int rg, const float *vals)
+{
+	const part *p = &q->parts[rg];
+	void *sock = ps->sock[ps->primary[rg]];
 	mlrti_ps_hdr h = {
 		.op = q->op,
 		.id = (uint64_t)q->ticket,
 		.worker = ps->worker,
 		.nworkers = ps->nworkers,
-		.clock = ps->clock,
+		.range = rg,
+		.seq = p->seq,
+		.clock = p->clock,
 		.nkeys = p->n,
 		.has_opts = q->op == MLRTI_PS_HELLO,
 		.opts = ps->opts,
 	};
-	int keyed = q->op == MLRTI_PS_PUSH || q->op == MLRTI_PS_PULL || q->op == MLRTI_PS_INIT;
-	int push = q->op == MLRTI_PS_PUSH;
+	int has_keys = keyed(q->op), push = q->op == MLRTI_PS_PUSH;
 	char buf[1024];
 	size_t len;
 	zmq_msg_t m;
 	int rc;
 
 	MLRTI_CHECK_GOTO(mlrti_ps_hdr_encode(&h, 0, buf, sizeof(buf), &len), rc, out);
-	MLRTI_CHECK_GOTO(send_frame(ps->sock[s], buf, len, keyed), rc, out);
-	if (!keyed)
+	MLRTI_CHECK_GOTO(send_frame(sock, buf, len, has_keys), rc, out);
+	if (!has_keys)
 		return MLRT_OK;
-	MLRTI_CHECK_GOTO(send_frame(ps->sock[s], p->keys, p->n * 8, 1), rc, out);
-	MLRTI_CHECK_GOTO(send_frame(ps->sock[s], p->lens, p->n * 8, push), rc, out);
+	MLRTI_CHECK_GOTO(send_frame(sock, p->keys, p->n * 8, 1), rc, out);
+	MLRTI_CHECK_GOTO(send_frame(sock, p->lens, p->n * 8, push), rc, out);
 	if (!push)
 		return MLRT_OK;
 	MLRTI_CHECK_GOTO(values_msg(q, p, vals, &m), rc, out);
-	if (zmq_msg_send(&m, ps->sock[s], 0) < 0) {
+	if (zmq_msg_send(&m, sock, 0) < 0) {
 		zmq_msg_close(&m);
 		rc = MLRT_ERR_IO;
 	}
@@ -242,10 +261,10 @@ static void fail_request(request *q, int status)
 		q->status = status;
 }
 
-/* A pull's values from server s into the caller's array. */
-static int take_values(mlrt_ps *ps, request *q, int s)
+/* A pull's values for range rg from server s into the caller's array. */
+static int take_values(mlrt_ps *ps, request *q, int rg, int s)
 {
-	const part *p = &q->parts[s];
+	const part *p = &q->parts[rg];
 	zmq_msg_t m;
 	int rc = MLRT_OK;
 
@@ -285,7 +304,7 @@ static void take_reply(mlrt_ps *ps, int s)
 	if (mlrti_ps_hdr_decode(buf, (size_t)n > sizeof(buf) ? sizeof(buf) : (size_t)n, &h, why,
 	                        sizeof(why)) != MLRT_OK ||
 	    (q = &ps->slot[h.id % MLRT_PS_MAX_INFLIGHT])->ticket != (int64_t)h.id ||
-	    q->pending == 0) {
+	    h.range >= ps->nservers || !q->parts[h.range].waiting) {
 		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: a malformed or unexpected reply from server %d",
 		         ps->worker, s);
 		drop_rest(ps->sock[s], more);
@@ -297,32 +316,124 @@ static void take_reply(mlrt_ps *ps, int s)
 		fail_request(q, h.status);
 		drop_rest(ps->sock[s], more);
 	} else if (q->op == MLRTI_PS_PULL) {
-		int rc = more ? take_values(ps, q, s) : MLRT_ERR_PROTOCOL;
+		int rc = more ? take_values(ps, q, h.range, s) : MLRT_ERR_PROTOCOL;
 
 		if (rc != MLRT_OK)
 			fail_request(q, rc);
 	} else {
 		drop_rest(ps->sock[s], more);
 	}
+	if (ps->moved_at[h.range] > 0) {
+		mlrt_log(MLRT_LOG_WARN, "ps: worker %d: server %d answered for range %d %" PRId64
+		         " ms after server %d died", ps->worker, s, h.range,
+		         mlrti_wall_ms() - ps->moved_at[h.range], h.range);
+		ps->moved_at[h.range] = 0;
+	}
+	q->parts[h.range].waiting = 0;
 	q->pending--;
 }
 
-/* Receive replies until ticket has completed or deadline (ms) passes. */
+/* Whether server i is marked down (by mlrun, with the time it died). */
+static int64_t down_since(mlrt_ps *ps, int i)
+{
+	char key[400];
+	void *val = NULL;
+	size_t len;
+	int64_t when = 0;
+
+	snprintf(key, sizeof(key), "%sps/down/%d", ps->prefix, i);
+	if (mlrt_store_get(ps->store, key, &val, &len) == MLRT_OK &&
+	    mlrti_parse_int(val, 1, INT64_MAX, &when) != MLRT_OK)
+		when = 1;
+	free(val);
+	return when;
+}
+
+/* Server s is down: its ranges go to their backups, and every request
+ * still waiting on it is sent again there (pushes keep their numbers, so
+ * the backup applies each once). */
+static int fail_over(mlrt_ps *ps, int dead, int64_t when)
+{
+	for (int rg = 0; rg < ps->nservers; rg++) {
+		if (ps->primary[rg] != dead)
+			continue;
+		int to = (rg + 1) % ps->nservers;
+
+		if (ps->replicas == 0 || to == dead || to != (dead + 1) % ps->nservers ||
+		    down_since(ps, to) > 0) {
+			mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: server %d is down and range %d has no "
+			         "copy left%s", ps->worker, dead, rg,
+			         ps->replicas == 0 ? " (replication is off: --ps-replicas 1)" : "");
+			return MLRT_ERR_PEER_LOST;
+		}
+		mlrt_log(MLRT_LOG_WARN, "ps: worker %d: server %d is down; range %d goes to its "
+		         "backup, server %d", ps->worker, dead, rg, to);
+		ps->primary[rg] = to;
+		ps->moved_at[rg] = when;
+		for (int64_t t = ps->done_upto + 1; t < ps->next_ticket; t++) {
+			request *q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
+
+			if (q->ticket == t && q->parts[rg].waiting && send_part(ps, q, rg, q->in) != MLRT_OK)
+				fail_request(q, MLRT_ERR_IO);
+		}
+	}
+	return MLRT_OK;
+}
+
+/* Look for servers that hold unanswered requests and are marked down. */
+static int check_servers(mlrt_ps *ps)
+{
+	for (int i = 0; i < ps->nservers; i++) {
+		int waiting = 0;
+
+		for (int64_t t = ps->done_upto + 1; t < ps->next_ticket && !waiting; t++) {
+			request *q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
+
+			for (int rg = 0; q->ticket == t && rg < ps->nservers; rg++)
+				waiting |= q->parts[rg].waiting && ps->primary[rg] == i;
+		}
+		int64_t when = waiting ? down_since(ps, i) : 0;
+
+		if (when > 0) {
+			int rc = fail_over(ps, i, when);
+
+			if (rc != MLRT_OK)
+				return rc;
+		}
+	}
+	return MLRT_OK;
+}
+
+/* Receive replies until ticket has completed or deadline (ms) passes;
+ * every FAILOVER_CHECK_MS without a reply, look for dead servers. */
 static int progress(mlrt_ps *ps, int64_t ticket, int64_t deadline)
 {
 	zmq_pollitem_t items[ps->nservers];
+	int64_t check_at = mlrti_now_ms() + FAILOVER_CHECK_MS;
 
 	for (;;) {
 		request *q = &ps->slot[ticket % MLRT_PS_MAX_INFLIGHT];
-		int64_t left = deadline - mlrti_now_ms();
+		int64_t now = mlrti_now_ms(), left = deadline - now;
+		int got;
 
 		if (q->ticket != ticket || q->pending == 0)
 			return MLRT_OK;
 		if (left <= 0)
 			break;
+		if (now >= check_at) {
+			int rc = check_servers(ps);
+
+			if (rc != MLRT_OK) {
+				ps->broken = 1;
+				return rc;
+			}
+			check_at = now + FAILOVER_CHECK_MS;
+		}
 		for (int s = 0; s < ps->nservers; s++)
 			items[s] = (zmq_pollitem_t){.socket = ps->sock[s], .events = ZMQ_POLLIN};
-		if (zmq_poll(items, ps->nservers, (long)left) < 0 && zmq_errno() != EINTR)
+		got = zmq_poll(items, ps->nservers, (long)(left < FAILOVER_CHECK_MS ? left
+		                                                                    : FAILOVER_CHECK_MS));
+		if (got < 0 && zmq_errno() != EINTR)
 			break;
 		for (int s = 0; s < ps->nservers; s++)
 			if (items[s].revents & ZMQ_POLLIN)
@@ -359,6 +470,15 @@ static int complete_upto(mlrt_ps *ps, int64_t ticket)
 	return MLRT_OK;
 }
 
+/* Whether range rg's server also serves a range before it. */
+static int serves_earlier(const mlrt_ps *ps, int rg)
+{
+	for (int i = 0; i < rg; i++)
+		if (ps->primary[i] == ps->primary[rg])
+			return 1;
+	return 0;
+}
+
 /* Start op with keys (every server when all is set, else those holding
  * some); *ticket gets its ticket. */
 static int start(mlrt_ps *ps, mlrti_ps_op op, int all, const uint64_t *keys, size_t nkeys,
@@ -381,18 +501,28 @@ static int start(mlrt_ps *ps, mlrti_ps_op op, int all, const uint64_t *keys, siz
 	q->ticket = t;
 	q->op = op;
 	q->out = out;
+	q->in = in;
 	q->status = MLRT_OK;
 	q->pending = 0;
 	ps->next_ticket++;
-	for (int s = 0; s < ps->nservers; s++) {
-		if (!all && q->parts[s].n == 0)
+	for (int rg = 0; rg < ps->nservers; rg++) {
+		part *p = &q->parts[rg];
+
+		p->waiting = 0;
+		if (!all && p->n == 0)
 			continue;
-		rc = send_part(ps, q, s, in);
+		if (!keyed(op) && serves_earlier(ps, rg))
+			continue; /* hello and bye: once per server */
+		p->seq = op == MLRTI_PS_PUSH ? ++ps->seq[rg] : 0;
+		p->clock = ps->clock;
+		rc = send_part(ps, q, rg, in);
 		if (rc != MLRT_OK) {
-			mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: cannot send to server %d", ps->worker, s);
+			mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: cannot send to server %d", ps->worker,
+			         ps->primary[rg]);
 			fail_request(q, rc);
 			continue;
 		}
+		p->waiting = 1;
 		q->pending++;
 	}
 	if (op == MLRTI_PS_PUSH)
@@ -552,12 +682,21 @@ int mlrt_ps_open_opts(mlrt_ctx *ctx, const mlrt_ps_opts *o, mlrt_ps **out)
 	ps->done_upto = -1;
 	for (int i = 0; i < MLRT_PS_MAX_INFLIGHT; i++)
 		ps->slot[i].ticket = -1;
+	ps->replicas = mlrti_ctx_ps_replicas(ctx);
+	ps->store = st;
+	snprintf(ps->prefix, sizeof(ps->prefix), "%s", mlrti_ctx_gen_prefix(ctx));
 	ps->sock = calloc((size_t)ps->nservers, sizeof(*ps->sock));
+	ps->primary = calloc((size_t)ps->nservers, sizeof(*ps->primary));
+	ps->seq = calloc((size_t)ps->nservers, sizeof(*ps->seq));
+	ps->moved_at = calloc((size_t)ps->nservers, sizeof(*ps->moved_at));
 	ps->zctx = zmq_ctx_new();
-	if (ps->sock == NULL || ps->zctx == NULL) {
+	if (ps->sock == NULL || ps->primary == NULL || ps->seq == NULL || ps->moved_at == NULL ||
+	    ps->zctx == NULL) {
 		rc = MLRT_ERR_NOMEM;
 		goto fail;
 	}
+	for (int s = 0; s < ps->nservers; s++)
+		ps->primary[s] = s;
 	for (int s = 0; s < ps->nservers; s++)
 		MLRTI_CHECK_GOTO(connect_server(ps, st, mlrti_ctx_gen_prefix(ctx), s,
 		                                ps->opts.timeout_ms),
@@ -604,6 +743,9 @@ int mlrt_ps_close(mlrt_ps *ps)
 		free(q->offset);
 	}
 	free(ps->sock);
+	free(ps->primary);
+	free(ps->seq);
+	free(ps->moved_at);
 	free(ps);
 	return rc;
 }

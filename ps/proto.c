@@ -72,16 +72,17 @@ int mlrti_ps_hdr_encode(const mlrti_ps_hdr *h, int reply, void *buf, size_t cap,
 
 	msgpack_packer_init(&pk, &f, fixed_write);
 	if (reply) {
-		err = msgpack_pack_map(&pk, 4 + (msglen > 0)) || pack_u64(&pk, "v", MLRTI_PS_VERSION) ||
+		err = msgpack_pack_map(&pk, 5 + (msglen > 0)) || pack_u64(&pk, "v", MLRTI_PS_VERSION) ||
 		      pack_u64(&pk, "op", (uint64_t)h->op) || pack_u64(&pk, "id", h->id) ||
-		      pack_i64(&pk, "st", h->status);
+		      pack_i64(&pk, "rg", h->range) || pack_i64(&pk, "st", h->status);
 		if (!err && msglen > 0)
 			err = pack_key(&pk, "msg") || msgpack_pack_str(&pk, msglen) ||
 			      msgpack_pack_str_body(&pk, h->msg, msglen);
 	} else {
-		err = msgpack_pack_map(&pk, 8 + (h->has_opts ? OPTS_FIELDS : 0)) ||
+		err = msgpack_pack_map(&pk, 9 + (h->has_opts ? OPTS_FIELDS : 0)) ||
 		      pack_u64(&pk, "v", MLRTI_PS_VERSION) || pack_u64(&pk, "op", (uint64_t)h->op) ||
 		      pack_u64(&pk, "id", h->id) || pack_i64(&pk, "w", h->worker) ||
+		      pack_i64(&pk, "rg", h->range) ||
 		      pack_i64(&pk, "nw", h->nworkers) || pack_u64(&pk, "seq", h->seq) ||
 		      pack_i64(&pk, "clk", h->clock) || pack_u64(&pk, "n", h->nkeys) ||
 		      (h->has_opts && pack_opts(&pk, &h->opts));
@@ -149,10 +150,10 @@ static int decode_field(const msgpack_object_str *k, const msgpack_object *v, ml
 	}
 	if (key_is(k, "id"))
 		return get_u64(v, &h->id);
-	if (key_is(k, "w") || key_is(k, "nw")) {
+	if (key_is(k, "w") || key_is(k, "nw") || key_is(k, "rg")) {
 		if (get_int(v, 0, 1 << 24, &i))
 			return -1;
-		*(key_is(k, "w") ? &h->worker : &h->nworkers) = (int32_t)i;
+		*(key_is(k, "w") ? &h->worker : key_is(k, "nw") ? &h->nworkers : &h->range) = (int32_t)i;
 		return 0;
 	}
 	if (key_is(k, "seq"))

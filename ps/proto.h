@@ -4,12 +4,16 @@
  * A request is a multipart message: a header frame (one msgpack map with
  * short string keys) followed by raw payload frames in host byte order:
  *
- *   hello  {v, op, id, w, nw, + the options}        -> {v, op, id, st, [msg]}
- *   push   {v, op, id, w, seq, clk, n} keys lens vals -> {v, op, id, st, [msg]}
- *   pull   {v, op, id, w, clk, n} keys lens          -> {v, op, id, st, [msg]} vals
- *   init   {v, op, id, w, n} keys lens               -> {v, op, id, st, [msg]}
- *   bye    {v, op, id, w}                            -> {v, op, id, st}
+ *   hello  {v, op, id, w, nw, + the options}            -> {v, op, id, rg, st, [msg]}
+ *   push   {v, op, id, w, rg, seq, clk, n} keys lens vals -> {v, op, id, rg, st, [msg]}
+ *   pull   {v, op, id, w, rg, clk, n} keys lens          -> {..., st, [msg]} vals
+ *   init   {v, op, id, w, rg, n} keys lens               -> {..., st, [msg]}
+ *   bye    {v, op, id, w}                                -> {..., st}
+ *   fwd    a push, from a range's primary server to its backup, as above
  *
+ * rg is the key range (the keys of server rg's share of the key space);
+ * seq numbers a worker's pushes to that range, so that a push sent again
+ * after a failover is applied once.
  * keys: n uint64; lens: n uint64 (floats per key); vals: the keys' floats,
  * one after the other.  Fields a decoder does not know are ignored; a
  * known field of the wrong type or out of range is an error.  The decoder
@@ -36,6 +40,7 @@ typedef enum mlrti_ps_op {
 	MLRTI_PS_PULL,
 	MLRTI_PS_INIT,
 	MLRTI_PS_BYE,
+	MLRTI_PS_FORWARD,
 	MLRTI_PS_OP_COUNT,
 } mlrti_ps_op;
 
@@ -44,7 +49,8 @@ typedef struct mlrti_ps_hdr {
 	uint64_t id;    /* request id, echoed by the reply */
 	int32_t worker; /* sender's worker rank */
 	int32_t nworkers;
-	uint64_t seq;   /* push: this worker's pushes to this server so far */
+	int32_t range;  /* the key range of the request's keys */
+	uint64_t seq;   /* push: this worker's pushes to this range, from 1 */
 	int64_t clock;  /* push, pull: the worker's pushes so far (its clock) */
 	uint64_t nkeys;
 	int32_t status; /* reply: an mlrt_status */

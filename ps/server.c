@@ -1,12 +1,19 @@
 /* The parameter server: one thread serving one ZeroMQ ROUTER socket.
  *
- * Keys live in a hash table (uthash).  A push is applied at once (ASYNC,
+ * The key space is cut into one range per server.  Server i is the
+ * primary of range i and, with replication (the default with two or more
+ * servers), the backup of range i-1: the primary forwards every push of
+ * its range to the backup and acknowledges it to the worker only once the
+ * backup has it.  When a server dies, mlrun marks it down in the store; its
+ * backup then answers for its range, and workers send the requests that
+ * were in flight again, numbered per range so that none is applied twice.
+ *
+ * Keys live in one hash table (uthash).  A push is applied at once (ASYNC,
  * BOUNDED) or queued per worker until every worker's push of the step is
  * in (SYNC), then summed key by key in worker order and applied once, so
- * the result does not depend on arrival order.  Pulls that may not be
- * answered yet (SYNC: the step is not applied; BOUNDED: the worker is too
- * far ahead of the slowest) wait in a list that is looked at again after
- * every applied push.  See docs/ps.md. */
+ * the result does not depend on arrival order, on the primary and on the
+ * backup alike.  Pulls that may not be answered yet wait in a list looked
+ * at again after every applied push.  See docs/ps.md. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -25,9 +32,10 @@
 #include "runtime/common.h"
 #include "runtime/ctx.h"
 
-#define POLL_MS 200
+#define POLL_MS 50
 #define ABORT_CHECK_MS 1000
-#define MAX_FRAMES 5 /* routing id, header, keys, lens, vals */
+#define FORWARD_CHECK_MS 100 /* a forward unanswered this long: is the backup down? */
+#define MAX_FRAMES 5         /* routing id, header, keys, lens, vals */
 
 typedef struct ps_key {
 	uint64_t key;
@@ -48,20 +56,43 @@ typedef struct held {
 	struct held *next;
 } held;
 
+/* A push taken as primary whose acknowledgement waits for the backup. */
+typedef struct pending_ack {
+	zmq_msg_t route;  /* the worker's routing frame */
+	mlrti_ps_hdr h;   /* the worker's request */
+	uint64_t fid;     /* id of the forward */
+	int backup;       /* forwarded to */
+	int64_t since;    /* when (ms) */
+	struct pending_ack *next;
+} pending_ack;
+
+enum { ROLE_NONE, ROLE_PRIMARY, ROLE_BACKUP };
+
+/* What this server keeps of one key range. */
+typedef struct range {
+	int role;
+	int backup;       /* PRIMARY: the server with the copy; -1: none */
+	int64_t *clock;   /* pushes taken from each worker */
+	uint64_t *seq;    /* sequence number of each worker's last push taken */
+	held **queue;     /* SYNC: each worker's pushes not yet applied (FIFO) */
+	int64_t applied;  /* SYNC: steps applied */
+} range;
+
 typedef struct server {
 	void *zctx, *sock;
+	void **peer;      /* DEALER to each other server, opened on first use */
 	mlrt_store *store;
 	char prefix[256]; /* "<job>/g<gen>/" */
-	int index, nservers, nworkers;
+	int index, nservers, nworkers, replicas;
 	mlrt_ps_opts opts;
 	int have_opts;
 	ps_key *keys;
+	range *ranges;    /* [nservers] */
 	int *left;
 	int nleft;
-	int64_t *clock;   /* pushes received from each worker */
-	held **queue;     /* SYNC: each worker's pushes not yet applied (FIFO) */
-	int64_t applied;  /* SYNC: steps applied */
 	held *waiting;    /* pulls that wait */
+	pending_ack *acks; /* pushes waiting for their backup */
+	uint64_t next_fwd;
 	ps_key **touched; /* SYNC: keys of the step being applied */
 	size_t ntouched, cap_touched;
 	int64_t max_lead; /* BOUNDED: largest lead over the slowest at a served pull */
@@ -118,6 +149,14 @@ static int key_get(server *s, uint64_t key, size_t len, ps_key **out, char *why,
 	return MLRT_OK;
 }
 
+static ps_key *key_find(server *s, uint64_t key)
+{
+	ps_key *k;
+
+	HASH_FIND(hh, s->keys, &key, sizeof(key), k);
+	return k;
+}
+
 /* ---- requests ---- */
 
 /* The payload of a request, checked against its header. */
@@ -128,15 +167,19 @@ typedef struct payload {
 	size_t nvals;      /* floats in all */
 } payload;
 
-static int check_payload(const held *r, payload *p, char *why, size_t whylen)
+static int is_push(const held *r)
 {
-	size_t n = (size_t)r->h.nkeys, want = r->h.op == MLRTI_PS_PUSH ? 5 : 4;
+	return r->h.op == MLRTI_PS_PUSH || r->h.op == MLRTI_PS_FORWARD;
+}
+
+static int check_payload(const server *s, const held *r, payload *p, char *why, size_t whylen)
+{
+	size_t n = (size_t)r->h.nkeys, want = is_push(r) ? 5 : 4;
 
 	memset(p, 0, sizeof(*p));
 	if ((size_t)r->nf != want || zmq_msg_size((zmq_msg_t *)&r->f[2]) != n * 8 ||
 	    zmq_msg_size((zmq_msg_t *)&r->f[3]) != n * 8) {
-		snprintf(why, whylen, "%s of %zu keys with malformed key or length frames",
-		         r->h.op == MLRTI_PS_PUSH ? "push" : "request", n);
+		snprintf(why, whylen, "request of %zu keys with malformed key or length frames", n);
 		return MLRT_ERR_PROTOCOL;
 	}
 	p->keys = zmq_msg_data((zmq_msg_t *)&r->f[2]);
@@ -147,9 +190,14 @@ static int check_payload(const held *r, payload *p, char *why, size_t whylen)
 			         ")", p->keys[i], p->lens[i], MLRTI_PS_MAX_LEN);
 			return MLRT_ERR_INVALID;
 		}
+		if (mlrti_ps_server_of(p->keys[i], s->nservers) != r->h.range) {
+			snprintf(why, whylen, "key %" PRIu64 " is not in range %d", p->keys[i],
+			         r->h.range);
+			return MLRT_ERR_PROTOCOL;
+		}
 		p->nvals += p->lens[i];
 	}
-	if (r->h.op == MLRTI_PS_PUSH) {
+	if (is_push(r)) {
 		if (zmq_msg_size((zmq_msg_t *)&r->f[4]) != p->nvals * sizeof(float)) {
 			snprintf(why, whylen, "push of %zu floats with a %zu-byte value frame", p->nvals,
 			         zmq_msg_size((zmq_msg_t *)&r->f[4]));
@@ -173,10 +221,13 @@ static int touch_keys(server *s, const held *r, const payload *p, char *why, siz
 	return MLRT_OK;
 }
 
-static void reply(server *s, held *r, int status, const char *msg, zmq_msg_t *vals)
+/* Answer request req of the worker behind routing frame route. */
+static void reply_to(server *s, zmq_msg_t *route, const mlrti_ps_hdr *req, int status,
+                     const char *msg, zmq_msg_t *vals)
 {
 	char buf[512];
-	mlrti_ps_hdr h = {.op = r->h.op, .id = r->h.id, .status = status};
+	mlrti_ps_hdr h = {.op = req->op, .id = req->id, .range = req->range, .status = status};
+	zmq_msg_t id;
 	size_t len;
 
 	if (msg != NULL)
@@ -184,46 +235,41 @@ static void reply(server *s, held *r, int status, const char *msg, zmq_msg_t *va
 	if (mlrti_ps_hdr_encode(&h, 1, buf, sizeof(buf), &len) != MLRT_OK)
 		return;
 	/* A worker that went away is not an error of the server's. */
-	if (zmq_msg_send(&r->f[0], s->sock, ZMQ_SNDMORE) < 0)
+	zmq_msg_init(&id);
+	zmq_msg_copy(&id, route);
+	if (zmq_msg_send(&id, s->sock, ZMQ_SNDMORE) < 0) {
+		zmq_msg_close(&id);
 		return;
+	}
 	if (zmq_send(s->sock, buf, len, vals != NULL ? ZMQ_SNDMORE : 0) < 0)
 		return;
 	if (vals != NULL)
 		zmq_msg_send(vals, s->sock, 0);
 }
 
-static void apply_push(server *s, const payload *p, size_t nkeys)
+static void reply(server *s, held *r, int status, const char *msg, zmq_msg_t *vals)
 {
-	const float *g = p->vals;
-
-	for (size_t i = 0; i < nkeys; i++) {
-		ps_key *k;
-		char why[8];
-
-		/* Created by touch_keys; cannot fail. */
-		if (key_get(s, p->keys[i], (size_t)p->lens[i], &k, why, sizeof(why)) != MLRT_OK)
-			continue;
-		mlrti_optim_apply(&s->opts, k->w, k->state, g, k->len, &k->t);
-		g += k->len;
-	}
+	reply_to(s, &r->f[0], &r->h, status, msg, vals);
 }
 
-static int64_t slowest_clock(const server *s)
+static int64_t slowest_clock(const server *s, const range *g)
 {
 	int64_t m = INT64_MAX;
 
 	for (int w = 0; w < s->nworkers; w++)
-		if (s->clock[w] < m)
-			m = s->clock[w];
+		if (g->clock[w] < m)
+			m = g->clock[w];
 	return m;
 }
 
 /* Whether pull r may be answered now. */
 static int pull_ready(const server *s, const held *r)
 {
+	const range *g = &s->ranges[r->h.range];
+
 	switch (s->opts.consistency) {
-	case MLRT_PS_SYNC: return r->h.clock <= s->applied;
-	case MLRT_PS_BOUNDED: return r->h.clock - slowest_clock(s) <= s->opts.staleness;
+	case MLRT_PS_SYNC: return r->h.clock <= g->applied;
+	case MLRT_PS_BOUNDED: return r->h.clock - slowest_clock(s, g) <= s->opts.staleness;
 	default: return 1;
 	}
 }
@@ -236,7 +282,7 @@ static void serve_pull(server *s, held *r)
 	float *out;
 	int rc;
 
-	rc = check_payload(r, &p, why, sizeof(why));
+	rc = check_payload(s, r, &p, why, sizeof(why));
 	if (rc == MLRT_OK)
 		rc = touch_keys(s, r, &p, why, sizeof(why));
 	if (rc != MLRT_OK) {
@@ -249,14 +295,17 @@ static void serve_pull(server *s, held *r)
 	}
 	out = zmq_msg_data(&vals);
 	for (size_t i = 0; i < r->h.nkeys; i++) {
-		ps_key *k;
+		ps_key *k = key_find(s, p.keys[i]);
 
-		HASH_FIND(hh, s->keys, &p.keys[i], sizeof(uint64_t), k);
 		memcpy(out, k->w, k->len * sizeof(float));
 		out += k->len;
 	}
-	if (s->opts.consistency == MLRT_PS_BOUNDED && r->h.clock - slowest_clock(s) > s->max_lead)
-		s->max_lead = r->h.clock - slowest_clock(s);
+	if (s->opts.consistency == MLRT_PS_BOUNDED) {
+		int64_t lead = r->h.clock - slowest_clock(s, &s->ranges[r->h.range]);
+
+		if (lead > s->max_lead)
+			s->max_lead = lead;
+	}
 	reply(s, r, MLRT_OK, NULL, &vals);
 	zmq_msg_close(&vals);
 }
@@ -294,43 +343,54 @@ static int add_touched(server *s, ps_key *k)
 	return MLRT_OK;
 }
 
-/* SYNC: apply every step whose pushes are all in: sum each key's values
- * in worker order, then apply the optimizer once per key. */
-static int apply_steps(server *s)
+static void apply_values(server *s, const payload *p, size_t nkeys)
+{
+	const float *g = p->vals;
+
+	for (size_t i = 0; i < nkeys; i++) {
+		ps_key *k = key_find(s, p->keys[i]);
+
+		mlrti_optim_apply(&s->opts, k->w, k->state, g, k->len, &k->t);
+		g += k->len;
+	}
+}
+
+/* SYNC: apply every step of range g whose pushes are all in: sum each
+ * key's values in worker order, then apply the optimizer once per key. */
+static int apply_steps(server *s, range *g)
 {
 	for (;;) {
 		for (int w = 0; w < s->nworkers; w++)
-			if (s->queue[w] == NULL)
+			if (g->queue[w] == NULL)
 				return MLRT_OK;
 		s->ntouched = 0;
 		for (int w = 0; w < s->nworkers; w++) {
-			held *r = s->queue[w];
+			held *r = g->queue[w];
 			char why[8];
 			payload p;
 
-			s->queue[w] = r->next;
-			if (check_payload(r, &p, why, sizeof(why)) != MLRT_OK) { /* checked when queued */
+			g->queue[w] = r->next;
+			if (check_payload(s, r, &p, why, sizeof(why)) != MLRT_OK) { /* checked when queued */
 				held_free(r);
 				continue;
 			}
-			const float *g = p.vals;
+			const float *v = p.vals;
 
 			for (size_t i = 0; i < r->h.nkeys; i++) {
-				ps_key *k;
+				ps_key *k = key_find(s, p.keys[i]);
 
-				HASH_FIND(hh, s->keys, &p.keys[i], sizeof(uint64_t), k);
 				if (k->acc == NULL && (k->acc = malloc(k->len * sizeof(float))) == NULL)
 					return MLRT_ERR_NOMEM;
-				if (k->acc_step != s->applied) {
-					memcpy(k->acc, g, k->len * sizeof(float));
-					k->acc_step = s->applied;
+				if (k->acc_step != g->applied) {
+					memcpy(k->acc, v, k->len * sizeof(float));
+					k->acc_step = g->applied;
 					if (add_touched(s, k) != MLRT_OK)
 						return MLRT_ERR_NOMEM;
 				} else {
 					for (size_t j = 0; j < k->len; j++)
-						k->acc[j] += g[j];
+						k->acc[j] += v[j];
 				}
-				g += k->len;
+				v += k->len;
 			}
 			held_free(r);
 		}
@@ -339,47 +399,247 @@ static int apply_steps(server *s)
 
 			mlrti_optim_apply(&s->opts, k->w, k->state, k->acc, k->len, &k->t);
 		}
-		s->applied++;
+		g->applied++;
 	}
 }
 
-/* Handle one push; takes ownership of r. */
-static void on_push(server *s, held *r)
+/* Take push r into its range: drop it if its sequence number was seen
+ * (a push sent again after a failover), else apply it (ASYNC, BOUNDED) or
+ * queue it (SYNC: settle() applies the steps that are complete, once the
+ * caller is done with r).  Returns 1 when taken, 0 for a duplicate, or an
+ * error (why filled).  r stays the caller's unless queued (*queued set). */
+static int take_push(server *s, held *r, int *queued, char *why, size_t whylen)
 {
-	char why[MLRTI_PS_MSG_MAX];
+	range *g = &s->ranges[r->h.range];
+	int w = r->h.worker, rc;
 	payload p;
-	int rc, w = r->h.worker;
 
-	rc = check_payload(r, &p, why, sizeof(why));
-	if (rc == MLRT_OK && r->h.clock != s->clock[w] && s->opts.consistency != MLRT_PS_ASYNC) {
-		snprintf(why, sizeof(why), "push of step %" PRId64 " from worker %d, which is at step "
-		         "%" PRId64, r->h.clock, w, s->clock[w]);
+	*queued = 0;
+	if (r->h.seq <= g->seq[w])
+		return 0;
+	rc = check_payload(s, r, &p, why, whylen);
+	if (rc == MLRT_OK && r->h.clock != g->clock[w] && s->opts.consistency != MLRT_PS_ASYNC) {
+		snprintf(why, whylen, "push of step %" PRId64 " from worker %d, which is at step "
+		         "%" PRId64, r->h.clock, w, g->clock[w]);
 		rc = MLRT_ERR_PROTOCOL;
 	}
 	if (rc == MLRT_OK)
-		rc = touch_keys(s, r, &p, why, sizeof(why));
-	if (rc != MLRT_OK) {
-		reply(s, r, rc, why, NULL);
-		held_free(r);
-		return;
-	}
-	s->clock[w]++;
-	reply(s, r, MLRT_OK, NULL, NULL);
+		rc = touch_keys(s, r, &p, why, whylen);
+	if (rc != MLRT_OK)
+		return rc;
+	g->seq[w] = r->h.seq;
+	g->clock[w]++;
 	if (s->opts.consistency == MLRT_PS_SYNC) {
-		held **tail = &s->queue[w];
+		held **tail = &g->queue[w];
 
 		while (*tail != NULL)
 			tail = &(*tail)->next;
 		r->next = NULL;
 		*tail = r;
-		if (apply_steps(s) != MLRT_OK)
-			mlrt_log(MLRT_LOG_ERROR, "ps: server %d: out of memory applying step %" PRId64,
-			         s->index, s->applied);
+		*queued = 1;
 	} else {
-		apply_push(s, &p, (size_t)r->h.nkeys);
-		held_free(r);
+		apply_values(s, &p, (size_t)r->h.nkeys);
 	}
+	return 1;
+}
+
+/* After a push into range rg: apply the complete steps (SYNC) and answer
+ * the pulls that may now be answered. */
+static void settle(server *s, int rg)
+{
+	range *g = &s->ranges[rg];
+
+	if (s->opts.consistency == MLRT_PS_SYNC && apply_steps(s, g) != MLRT_OK)
+		mlrt_log(MLRT_LOG_ERROR, "ps: server %d: out of memory applying step %" PRId64
+		         " of range %d", s->index, g->applied, rg);
 	serve_waiting(s);
+}
+
+/* ---- replication ---- */
+
+/* Whether server i has been marked down (by mlrun, in the store). */
+static int is_down(server *s, int i)
+{
+	char key[400];
+	void *val = NULL;
+	size_t len;
+	int down;
+
+	snprintf(key, sizeof(key), "%sps/down/%d", s->prefix, i);
+	down = mlrt_store_get(s->store, key, &val, &len) == MLRT_OK;
+	free(val);
+	return down;
+}
+
+static void *peer_socket(server *s, int i)
+{
+	char key[400];
+	void *addr = NULL;
+	size_t len;
+	int zero = 0;
+
+	if (s->peer[i] != NULL)
+		return s->peer[i];
+	snprintf(key, sizeof(key), "%sps/server/%d", s->prefix, i);
+	if (mlrt_store_get(s->store, key, &addr, &len) != MLRT_OK)
+		return NULL;
+	s->peer[i] = zmq_socket(s->zctx, ZMQ_DEALER);
+	if (s->peer[i] != NULL &&
+	    (zmq_setsockopt(s->peer[i], ZMQ_LINGER, &zero, sizeof(zero)) != 0 ||
+	     zmq_connect(s->peer[i], addr) != 0)) {
+		zmq_close(s->peer[i]);
+		s->peer[i] = NULL;
+	}
+	free(addr);
+	return s->peer[i];
+}
+
+/* Send push r (taken here as primary of its range) on to backup, and
+ * remember to acknowledge it to the worker once the backup has it. */
+static int forward(server *s, held *r, int backup)
+{
+	void *sock = peer_socket(s, backup);
+	mlrti_ps_hdr h = r->h;
+	pending_ack *a;
+	char buf[1024];
+	size_t len;
+
+	if (sock == NULL || (a = calloc(1, sizeof(*a))) == NULL)
+		return MLRT_ERR_UNAVAILABLE;
+	h.op = MLRTI_PS_FORWARD;
+	h.id = ++s->next_fwd;
+	if (mlrti_ps_hdr_encode(&h, 0, buf, sizeof(buf), &len) != MLRT_OK ||
+	    zmq_send(sock, buf, len, ZMQ_SNDMORE) < 0)
+		goto fail;
+	for (int i = 2; i < 5; i++) {
+		zmq_msg_t m;
+
+		zmq_msg_init(&m);
+		zmq_msg_copy(&m, &r->f[i]); /* shares the data */
+		if (zmq_msg_send(&m, sock, i < 4 ? ZMQ_SNDMORE : 0) < 0) {
+			zmq_msg_close(&m);
+			goto fail;
+		}
+	}
+	zmq_msg_init(&a->route);
+	zmq_msg_copy(&a->route, &r->f[0]);
+	a->h = r->h;
+	a->fid = h.id;
+	a->backup = backup;
+	a->since = mlrti_now_ms();
+	a->next = s->acks;
+	s->acks = a;
+	return MLRT_OK;
+fail:
+	free(a);
+	return MLRT_ERR_IO;
+}
+
+static void ack_free(pending_ack *a)
+{
+	zmq_msg_close(&a->route);
+	free(a);
+}
+
+/* The backup answered forward fid: acknowledge the push to its worker. */
+static void forward_done(server *s, uint64_t fid, int status, const char *msg)
+{
+	for (pending_ack **pp = &s->acks; *pp != NULL; pp = &(*pp)->next) {
+		pending_ack *a = *pp;
+
+		if (a->fid != fid)
+			continue;
+		*pp = a->next;
+		reply_to(s, &a->route, &a->h, status, msg, NULL);
+		ack_free(a);
+		return;
+	}
+}
+
+/* Pushes waiting on a backup that is down: acknowledge them, and go on
+ * without a copy of the range until the backup is back. */
+static void check_backups(server *s)
+{
+	int64_t now = mlrti_now_ms();
+
+	for (pending_ack **pp = &s->acks; *pp != NULL;) {
+		pending_ack *a = *pp;
+		range *g = &s->ranges[a->h.range];
+
+		if (now - a->since < FORWARD_CHECK_MS || !is_down(s, a->backup)) {
+			pp = &a->next;
+			continue;
+		}
+		if (g->backup == a->backup) {
+			mlrt_log(MLRT_LOG_WARN, "ps: server %d: backup server %d of range %d is down; "
+			         "the range goes on without a copy", s->index, a->backup, a->h.range);
+			g->backup = -1;
+		}
+		*pp = a->next;
+		reply_to(s, &a->route, &a->h, MLRT_OK, NULL, NULL);
+		ack_free(a);
+	}
+}
+
+/* May this server answer workers for range rg?  A backup takes over its
+ * range once the primary is down. */
+static int serves(server *s, int rg)
+{
+	range *g = &s->ranges[rg];
+
+	if (g->role == ROLE_PRIMARY)
+		return 1;
+	if (g->role == ROLE_BACKUP && is_down(s, rg)) {
+		mlrt_log(MLRT_LOG_WARN, "ps: server %d takes over range %d: server %d is down",
+		         s->index, rg, rg);
+		g->role = ROLE_PRIMARY;
+		g->backup = -1;
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- dispatch ---- */
+
+/* A worker's push, to this server as the primary of its range. */
+static void on_push(server *s, held *r)
+{
+	char why[MLRTI_PS_MSG_MAX];
+	range *g = &s->ranges[r->h.range];
+	int rg = r->h.range, queued = 0, rc = take_push(s, r, &queued, why, sizeof(why));
+
+	if (rc < 0) {
+		reply(s, r, rc, why, NULL);
+	} else if (rc == 1 && g->backup >= 0 && forward(s, r, g->backup) == MLRT_OK) {
+		/* acknowledged by forward_done or check_backups */
+	} else {
+		if (rc == 1 && g->backup >= 0) {
+			mlrt_log(MLRT_LOG_WARN, "ps: server %d: cannot reach backup %d; range %d goes "
+			         "on without a copy", s->index, g->backup, r->h.range);
+			g->backup = -1;
+		}
+		reply(s, r, MLRT_OK, NULL, NULL);
+	}
+	if (!queued)
+		held_free(r);
+	settle(s, rg);
+}
+
+/* A push forwarded by the primary of a range this server backs up. */
+static void on_forward(server *s, held *r)
+{
+	char why[MLRTI_PS_MSG_MAX];
+	int rg = r->h.range, queued = 0, rc = MLRT_ERR_INVALID;
+
+	if (s->ranges[rg].role == ROLE_BACKUP)
+		rc = take_push(s, r, &queued, why, sizeof(why));
+	else
+		snprintf(why, sizeof(why), "server %d is not the backup of range %d", s->index,
+		         r->h.range);
+	reply(s, r, rc < 0 ? rc : MLRT_OK, rc < 0 ? why : NULL, NULL);
+	if (!queued)
+		held_free(r);
+	settle(s, rg);
 }
 
 static void on_hello(server *s, held *r)
@@ -415,9 +675,9 @@ static void on_request(server *s, held *r)
 	payload p;
 	int rc;
 
-	if (r->h.worker >= s->nworkers) {
-		snprintf(why, sizeof(why), "worker %d of a job with %d workers", r->h.worker,
-		         s->nworkers);
+	if (r->h.worker >= s->nworkers || r->h.range >= s->nservers) {
+		snprintf(why, sizeof(why), "worker %d, range %d in a job of %d workers and %d servers",
+		         r->h.worker, r->h.range, s->nworkers, s->nservers);
 		reply(s, r, MLRT_ERR_INVALID, why, NULL);
 		held_free(r);
 		return;
@@ -426,8 +686,27 @@ static void on_request(server *s, held *r)
 		on_hello(s, r);
 		return;
 	}
-	if (!s->have_opts) {
+	if (!s->have_opts && r->h.op != MLRTI_PS_FORWARD) {
 		reply(s, r, MLRT_ERR_PROTOCOL, "request before hello", NULL);
+		held_free(r);
+		return;
+	}
+	if (r->h.op == MLRTI_PS_FORWARD) {
+		on_forward(s, r);
+		return;
+	}
+	if (r->h.op == MLRTI_PS_BYE) {
+		if (!s->left[r->h.worker]) {
+			s->left[r->h.worker] = 1;
+			s->nleft++;
+		}
+		reply(s, r, MLRT_OK, NULL, NULL);
+		held_free(r);
+		return;
+	}
+	if (!serves(s, r->h.range)) {
+		snprintf(why, sizeof(why), "server %d does not serve range %d", s->index, r->h.range);
+		reply(s, r, MLRT_ERR_UNAVAILABLE, why, NULL);
 		held_free(r);
 		return;
 	}
@@ -445,17 +724,10 @@ static void on_request(server *s, held *r)
 		}
 		return;
 	case MLRTI_PS_INIT:
-		rc = check_payload(r, &p, why, sizeof(why));
+		rc = check_payload(s, r, &p, why, sizeof(why));
 		if (rc == MLRT_OK)
 			rc = touch_keys(s, r, &p, why, sizeof(why));
 		reply(s, r, rc, rc == MLRT_OK ? NULL : why, NULL);
-		break;
-	case MLRTI_PS_BYE:
-		if (!s->left[r->h.worker]) {
-			s->left[r->h.worker] = 1;
-			s->nleft++;
-		}
-		reply(s, r, MLRT_OK, NULL, NULL);
 		break;
 	default:
 		reply(s, r, MLRT_ERR_PROTOCOL, "unknown op", NULL);
@@ -463,8 +735,10 @@ static void on_request(server *s, held *r)
 	held_free(r);
 }
 
-/* Receive one multipart message; NULL (logged) when it is malformed. */
-static held *receive(server *s)
+/* Receive one multipart message from sock into r's frames (a DEALER's
+ * messages get an empty routing frame first, so that frame 1 is always
+ * the header). */
+static held *receive(server *s, void *sock, int routed)
 {
 	char why[MLRTI_PS_MSG_MAX];
 	held *r = calloc(1, sizeof(*r));
@@ -472,11 +746,13 @@ static held *receive(server *s)
 
 	if (r == NULL)
 		return NULL;
+	if (!routed)
+		zmq_msg_init(&r->f[r->nf++]);
 	while (more) {
 		zmq_msg_t m;
 
 		zmq_msg_init(&m);
-		if (zmq_msg_recv(&m, s->sock, 0) < 0) {
+		if (zmq_msg_recv(&m, sock, 0) < 0) {
 			zmq_msg_close(&m);
 			break;
 		}
@@ -489,9 +765,9 @@ static held *receive(server *s)
 	if (r->nf >= 2 && mlrti_ps_hdr_decode(zmq_msg_data(&r->f[1]), zmq_msg_size(&r->f[1]), &r->h,
 	                                      why, sizeof(why)) == MLRT_OK)
 		return r;
-	mlrt_log(MLRT_LOG_WARN, "ps: server %d: dropped a malformed request (%s)", s->index,
+	mlrt_log(MLRT_LOG_WARN, "ps: server %d: dropped a malformed message (%s)", s->index,
 	         r->nf >= 2 ? why : "too few frames");
-	if (r->nf >= 2) {
+	if (r->nf >= 2 && routed) {
 		r->h.op = MLRTI_PS_OP_COUNT; /* echo what we can */
 		reply(s, r, MLRT_ERR_PROTOCOL, why, NULL);
 	}
@@ -514,6 +790,16 @@ static int publish(server *s)
 	return mlrt_store_set(s->store, key, addr, strlen(addr));
 }
 
+static void free_list(held *r)
+{
+	while (r != NULL) {
+		held *next = r->next;
+
+		held_free(r);
+		r = next;
+	}
+}
+
 static void server_fini(server *s)
 {
 	ps_key *k, *tmp;
@@ -522,27 +808,33 @@ static void server_fini(server *s)
 		HASH_DEL(s->keys, k);
 		key_free(k);
 	}
-	for (int w = 0; s->queue != NULL && w < s->nworkers; w++)
-		while (s->queue[w] != NULL) {
-			held *r = s->queue[w];
+	for (int i = 0; s->ranges != NULL && i < s->nservers; i++) {
+		range *g = &s->ranges[i];
 
-			s->queue[w] = r->next;
-			held_free(r);
-		}
-	while (s->waiting != NULL) {
-		held *r = s->waiting;
-
-		s->waiting = r->next;
-		held_free(r);
+		for (int w = 0; g->queue != NULL && w < s->nworkers; w++)
+			free_list(g->queue[w]);
+		free(g->queue);
+		free(g->clock);
+		free(g->seq);
 	}
+	free(s->ranges);
+	free_list(s->waiting);
+	while (s->acks != NULL) {
+		pending_ack *a = s->acks;
+
+		s->acks = a->next;
+		ack_free(a);
+	}
+	for (int i = 0; s->peer != NULL && i < s->nservers; i++)
+		if (s->peer[i] != NULL)
+			zmq_close(s->peer[i]);
+	free(s->peer);
 	if (s->sock != NULL)
 		zmq_close(s->sock);
 	if (s->zctx != NULL)
 		zmq_ctx_term(s->zctx);
 	mlrt_store_close(s->store);
 	free(s->touched);
-	free(s->queue);
-	free(s->clock);
 	free(s->left);
 }
 
@@ -553,12 +845,29 @@ static int server_init(server *s, mlrt_ctx *ctx)
 	s->index = mlrt_rank(ctx);
 	s->nservers = mlrti_ctx_num_servers(ctx);
 	s->nworkers = mlrti_ctx_num_workers(ctx);
+	s->replicas = mlrti_ctx_ps_replicas(ctx);
 	snprintf(s->prefix, sizeof(s->prefix), "%s", mlrti_ctx_gen_prefix(ctx));
 	s->left = calloc((size_t)s->nworkers, sizeof(*s->left));
-	s->clock = calloc((size_t)s->nworkers, sizeof(*s->clock));
-	s->queue = calloc((size_t)s->nworkers, sizeof(*s->queue));
-	if (s->left == NULL || s->clock == NULL || s->queue == NULL)
+	s->ranges = calloc((size_t)s->nservers, sizeof(*s->ranges));
+	s->peer = calloc((size_t)s->nservers, sizeof(*s->peer));
+	if (s->left == NULL || s->ranges == NULL || s->peer == NULL)
 		return MLRT_ERR_NOMEM;
+	for (int i = 0; i < s->nservers; i++) {
+		range *g = &s->ranges[i];
+
+		g->backup = -1;
+		g->clock = calloc((size_t)s->nworkers, sizeof(*g->clock));
+		g->seq = calloc((size_t)s->nworkers, sizeof(*g->seq));
+		g->queue = calloc((size_t)s->nworkers, sizeof(*g->queue));
+		if (g->clock == NULL || g->seq == NULL || g->queue == NULL)
+			return MLRT_ERR_NOMEM;
+	}
+	/* Range i's primary is server i; its backup, server i+1. */
+	s->ranges[s->index].role = ROLE_PRIMARY;
+	if (s->replicas > 0 && s->nservers > 1) {
+		s->ranges[s->index].backup = (s->index + 1) % s->nservers;
+		s->ranges[(s->index + s->nservers - 1) % s->nservers].role = ROLE_BACKUP;
+	}
 	if (mlrt_store_open(mlrti_ctx_store_addr(ctx), &s->store) != MLRT_OK)
 		return MLRT_ERR_UNAVAILABLE;
 	s->zctx = zmq_ctx_new();
@@ -570,6 +879,37 @@ static int server_init(server *s, mlrt_ctx *ctx)
 		return MLRT_ERR_IO;
 	}
 	return publish(s);
+}
+
+/* Take what arrived: requests on the ROUTER, the backups' answers to
+ * forwards on the peer sockets. */
+static void poll_once(server *s)
+{
+	zmq_pollitem_t items[1 + s->nservers];
+	int n = 1;
+
+	items[0] = (zmq_pollitem_t){.socket = s->sock, .events = ZMQ_POLLIN};
+	for (int i = 0; i < s->nservers; i++)
+		if (s->peer[i] != NULL)
+			items[n++] = (zmq_pollitem_t){.socket = s->peer[i], .events = ZMQ_POLLIN};
+	if (zmq_poll(items, n, POLL_MS) <= 0)
+		return;
+	if (items[0].revents & ZMQ_POLLIN) {
+		held *r = receive(s, s->sock, 1);
+
+		if (r != NULL)
+			on_request(s, r);
+	}
+	for (int k = 1; k < n; k++) {
+		if (!(items[k].revents & ZMQ_POLLIN))
+			continue;
+		held *r = receive(s, items[k].socket, 0);
+
+		if (r != NULL) {
+			forward_done(s, r->h.id, r->h.status, r->h.msg[0] ? r->h.msg : NULL);
+			held_free(r);
+		}
+	}
 }
 
 int mlrt_ps_serve(mlrt_ctx *ctx)
@@ -586,21 +926,12 @@ int mlrt_ps_serve(mlrt_ctx *ctx)
 	}
 	MLRTI_CHECK_GOTO(server_init(&s, ctx), rc, out);
 	snprintf(abort_key, sizeof(abort_key), "%sabort", s.prefix);
-	mlrt_log(MLRT_LOG_INFO, "ps: server %d of %d serving %d workers", s.index, s.nservers,
-	         s.nworkers);
+	mlrt_log(MLRT_LOG_INFO, "ps: server %d of %d serving %d workers%s", s.index, s.nservers,
+	         s.nworkers, s.ranges[s.index].backup >= 0 ? ", replicated" : "");
 	while (s.nleft < s.nworkers) {
-		zmq_pollitem_t item = {.socket = s.sock, .events = ZMQ_POLLIN};
-
-		if (zmq_poll(&item, 1, POLL_MS) < 0 && zmq_errno() != EINTR) {
-			rc = MLRT_ERR_IO;
-			goto out;
-		}
-		if (item.revents & ZMQ_POLLIN) {
-			held *r = receive(&s);
-
-			if (r != NULL)
-				on_request(&s, r);
-		}
+		poll_once(&s);
+		if (s.acks != NULL)
+			check_backups(&s);
 		if (mlrti_now_ms() >= next_check) {
 			void *why = NULL;
 			size_t len;

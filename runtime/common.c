@@ -15,6 +15,14 @@ int64_t mlrti_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t mlrti_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int mlrti_parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out)
 {
 	char *end;

@@ -25,6 +25,10 @@
 /* Monotonic clock in milliseconds. */
 int64_t mlrti_now_ms(void);
 
+/* Wall clock (CLOCK_REALTIME) in milliseconds since the epoch: for times
+ * that other processes compare. */
+int64_t mlrti_wall_ms(void);
+
 /* Parse a decimal integer in [lo, hi] from s (whole string, no junk).
  * MLRT_ERR_INVALID otherwise. */
 int mlrti_parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out);

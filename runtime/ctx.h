@@ -21,5 +21,7 @@ int mlrti_ctx_timeout_ms(const mlrt_ctx *ctx);
 int mlrti_ctx_is_server(const mlrt_ctx *ctx);
 int mlrti_ctx_num_servers(const mlrt_ctx *ctx);
 int mlrti_ctx_num_workers(const mlrt_ctx *ctx);
+/* Copies of each parameter-server key range on another server (0 or 1). */
+int mlrti_ctx_ps_replicas(const mlrt_ctx *ctx);
 
 #endif

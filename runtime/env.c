@@ -152,7 +152,8 @@ static int from_mlrun(mlrti_identity *id)
 	/* Parameter-server jobs (mlrun --servers): servers count among
 	 * themselves in MLRT_RANK / MLRT_WORLD_SIZE. */
 	if (opt_int("MLRT_NUM_SERVERS", 0, 1 << 16, 0, &id->num_servers) != MLRT_OK ||
-	    opt_int("MLRT_NUM_WORKERS", 1, 1 << 24, id->size, &id->num_workers) != MLRT_OK)
+	    opt_int("MLRT_NUM_WORKERS", 1, 1 << 24, id->size, &id->num_workers) != MLRT_OK ||
+	    opt_int("MLRT_PS_REPLICAS", 0, 1, id->num_servers >= 2, &id->ps_replicas) != MLRT_OK)
 		return MLRT_ERR_INVALID;
 	s = env("MLRT_ROLE");
 	if (s != NULL && strcmp(s, "server") == 0) {

@@ -30,6 +30,7 @@ typedef struct mlrti_identity {
 	mlrti_role role;
 	int num_servers; /* 0: no parameter servers */
 	int num_workers; /* workers in the job (== size for a worker) */
+	int ps_replicas; /* copies of each key range on other servers (0 or 1) */
 	int rank;
 	int size;
 	int local_rank;

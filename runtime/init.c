@@ -282,3 +282,8 @@ int mlrti_ctx_num_workers(const mlrt_ctx *ctx)
 {
 	return ctx->id.num_workers;
 }
+
+int mlrti_ctx_ps_replicas(const mlrt_ctx *ctx)
+{
+	return ctx->id.ps_replicas;
+}

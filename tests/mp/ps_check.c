@@ -15,6 +15,11 @@
  *              (the servers' own count, read from the store at the end)
  *   errors     a key pulled with another length is refused with
  *              MLRT_ERR_INVALID
+ *   train OUT STEPS
+ *              SYNC training with Adam: each step every worker pulls every
+ *              key, derives its gradient from the values and pushes it;
+ *              worker 0 writes the final values to OUT/final.bin; servers
+ *              write their pid to OUT/server-<i>.pid (for a killer)
  *   many       600 nonblocking pushes, then 600 nonblocking pulls (more
  *              than MLRT_PS_MAX_INFLIGHT in flight: the oldest are waited
  *              for), exact sums; an error inside a batch comes back from
@@ -203,6 +208,43 @@ static void errors(mlrt_ctx *ctx)
 	CHECK(mlrt_ps_close(ps) == MLRT_OK, "close");
 }
 
+static void train(mlrt_ctx *ctx, const char *out, int steps)
+{
+	uint64_t keys[NKEYS];
+	size_t lens[NKEYS], n;
+	mlrt_ps_opts o;
+	char path[4096];
+
+	key_set(keys, lens, &n);
+	mlrt_ps_opts_init(&o);
+	o.optimizer = MLRT_PS_ADAM;
+	o.consistency = MLRT_PS_SYNC;
+	o.init = MLRT_PS_NORMAL;
+	o.init_b = 0.1f;
+	o.seed = 3;
+	mlrt_ps *ps = open_ps(ctx, &o);
+	float *w = malloc(n * sizeof(float)), *g = malloc(n * sizeof(float));
+
+	for (int step = 0; step < steps; step++) {
+		CHECK(mlrt_ps_pull(ps, keys, NKEYS, w, lens) == MLRT_OK, "pull of step %d", step);
+		for (size_t j = 0; j < n; j++)
+			g[j] = w[j] * 0.5f - grad(rank, step, j) * 0.01f;
+		CHECK(mlrt_ps_push(ps, keys, NKEYS, g, lens) == MLRT_OK, "push of step %d", step);
+	}
+	CHECK(mlrt_ps_pull(ps, keys, NKEYS, w, lens) == MLRT_OK, "final pull");
+	if (rank == 0) {
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/final.bin", out);
+		f = fopen(path, "wb");
+		CHECK(f != NULL && fwrite(w, sizeof(float), n, f) == n && fclose(f) == 0,
+		      "cannot write %s", path);
+	}
+	CHECK(mlrt_ps_close(ps) == MLRT_OK, "close");
+	free(w);
+	free(g);
+}
+
 #define MANY 600
 #define MANY_LEN 8
 
@@ -251,7 +293,7 @@ int main(int argc, char **argv)
 	int rc;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: ps_check sum|sync OPT|async OPT|bounded K|errors|many\n");
+		fprintf(stderr, "usage: ps_check sum|sync OPT|async OPT|bounded K|errors|many|train OUT STEPS\n");
 		return 2;
 	}
 	if ((rc = mlrt_init(&ctx)) != MLRT_OK) {
@@ -259,6 +301,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (mlrt_ps_role(ctx) == MLRT_ROLE_SERVER) {
+		if (strcmp(argv[1], "train") == 0 && argc > 2) {
+			char tmp[4200], path[4096];
+			FILE *f;
+
+			snprintf(path, sizeof(path), "%s/server-%d.pid", argv[2], mlrt_rank(ctx));
+			snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+			if ((f = fopen(tmp, "w")) != NULL) {
+				fprintf(f, "%d\n", (int)getpid());
+				if (fclose(f) == 0)
+					rename(tmp, path);
+			}
+		}
 		rc = mlrt_ps_serve(ctx);
 		mlrt_finalize(ctx);
 		return rc == MLRT_OK ? 0 : 1;
@@ -277,6 +331,8 @@ int main(int argc, char **argv)
 		errors(ctx);
 	else if (strcmp(argv[1], "many") == 0)
 		many(ctx);
+	else if (strcmp(argv[1], "train") == 0 && argc > 3)
+		train(ctx, argv[2], atoi(argv[3]));
 	else
 		CHECK(0, "unknown mode %s", argv[1]);
 	printf("%s: worker %d ok\n", argv[1], rank);
