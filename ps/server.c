@@ -92,6 +92,7 @@ typedef struct server {
 	int nleft;
 	held *waiting;    /* pulls that wait */
 	pending_ack *acks; /* pushes waiting for their backup */
+	int64_t next_backup_check;
 	uint64_t next_fwd;
 	ps_key **touched; /* SYNC: keys of the step being applied */
 	size_t ntouched, cap_touched;
@@ -557,16 +558,25 @@ static void forward_done(server *s, uint64_t fid, int status, const char *msg)
 }
 
 /* Pushes waiting on a backup that is down: acknowledge them, and go on
- * without a copy of the range until the backup is back. */
+ * without a copy of the range until the backup is back.  Asks the store
+ * once per backup, at most every FORWARD_CHECK_MS. */
 static void check_backups(server *s)
 {
 	int64_t now = mlrti_now_ms();
+	int down[s->nservers];
 
+	if (now < s->next_backup_check)
+		return;
+	s->next_backup_check = now + FORWARD_CHECK_MS;
+	for (int i = 0; i < s->nservers; i++)
+		down[i] = -1; /* not asked */
 	for (pending_ack **pp = &s->acks; *pp != NULL;) {
 		pending_ack *a = *pp;
 		range *g = &s->ranges[a->h.range];
 
-		if (now - a->since < FORWARD_CHECK_MS || !is_down(s, a->backup)) {
+		if (now - a->since >= FORWARD_CHECK_MS && down[a->backup] < 0)
+			down[a->backup] = is_down(s, a->backup);
+		if (down[a->backup] <= 0) {
 			pp = &a->next;
 			continue;
 		}
