@@ -22,6 +22,7 @@
 #include "runtime/ctx.h"
 
 #define FAILOVER_CHECK_MS 50 /* a request unanswered this long: is its server down? */
+#define LEND_MIN_BYTES (64 * 1024) /* push values from this size go out without a copy */
 
 /* One key range's share of a request. */
 typedef struct part {
@@ -174,7 +175,9 @@ static int send_frame(void *sock, const void *p, size_t len, int more)
  * itself when they are one run (ZeroMQ lends it until sent), else a copy. */
 static int values_msg(request *q, const part *p, const float *vals, zmq_msg_t *m)
 {
-	if (p->contiguous) {
+	/* Lending costs a callback from ZeroMQ's thread; small values are
+	 * cheaper copied. */
+	if (p->contiguous && p->nvals * sizeof(float) >= LEND_MIN_BYTES) {
 		atomic_fetch_add(&q->lent, 1);
 		if (zmq_msg_init_data(m, (void *)(vals + q->offset[p->first]),
 		                      p->nvals * sizeof(float), give_back, &q->lent) != 0) {
