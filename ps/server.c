@@ -94,6 +94,8 @@ typedef struct server {
 	pending_ack *acks; /* pushes waiting for their backup */
 	int64_t next_backup_check;
 	uint64_t next_fwd;
+	float *vals;      /* aligned copy of a push's values (check_payload) */
+	size_t cap_vals;
 	ps_key **touched; /* SYNC: keys of the step being applied */
 	size_t ntouched, cap_touched;
 	int64_t max_lead; /* BOUNDED: largest lead over the slowest at a served pull */
@@ -160,20 +162,30 @@ static ps_key *key_find(server *s, uint64_t key)
 
 /* ---- requests ---- */
 
-/* The payload of a request, checked against its header. */
+/* The payload of a request, checked against its header.  ZeroMQ gives
+ * frames at any alignment: keys and lengths are read with word(), and
+ * values that are not float-aligned are copied (server.vals). */
 typedef struct payload {
-	const uint64_t *keys;
-	const uint64_t *lens;
-	const float *vals; /* push only */
-	size_t nvals;      /* floats in all */
+	const unsigned char *keys; /* n uint64 */
+	const unsigned char *lens; /* n uint64 */
+	const float *vals;         /* push only */
+	size_t nvals;              /* floats in all */
 } payload;
+
+static uint64_t word(const unsigned char *b, size_t i)
+{
+	uint64_t v;
+
+	memcpy(&v, b + 8 * i, sizeof(v));
+	return v;
+}
 
 static int is_push(const held *r)
 {
 	return r->h.op == MLRTI_PS_PUSH || r->h.op == MLRTI_PS_FORWARD;
 }
 
-static int check_payload(const server *s, const held *r, payload *p, char *why, size_t whylen)
+static int check_payload(server *s, const held *r, payload *p, char *why, size_t whylen)
 {
 	size_t n = (size_t)r->h.nkeys, want = is_push(r) ? 5 : 4;
 
@@ -186,17 +198,17 @@ static int check_payload(const server *s, const held *r, payload *p, char *why, 
 	p->keys = zmq_msg_data((zmq_msg_t *)&r->f[2]);
 	p->lens = zmq_msg_data((zmq_msg_t *)&r->f[3]);
 	for (size_t i = 0; i < n; i++) {
-		if (p->lens[i] == 0 || p->lens[i] > MLRTI_PS_MAX_LEN) {
+		if (word(p->lens, i) == 0 || word(p->lens, i) > MLRTI_PS_MAX_LEN) {
 			snprintf(why, whylen, "key %" PRIu64 " with length %" PRIu64 " (want 1 to %" PRIu64
-			         ")", p->keys[i], p->lens[i], MLRTI_PS_MAX_LEN);
+			         ")", word(p->keys, i), word(p->lens, i), MLRTI_PS_MAX_LEN);
 			return MLRT_ERR_INVALID;
 		}
-		if (mlrti_ps_server_of(p->keys[i], s->nservers) != r->h.range) {
-			snprintf(why, whylen, "key %" PRIu64 " is not in range %d", p->keys[i],
+		if (mlrti_ps_server_of(word(p->keys, i), s->nservers) != r->h.range) {
+			snprintf(why, whylen, "key %" PRIu64 " is not in range %d", word(p->keys, i),
 			         r->h.range);
 			return MLRT_ERR_PROTOCOL;
 		}
-		p->nvals += p->lens[i];
+		p->nvals += word(p->lens, i);
 	}
 	if (is_push(r)) {
 		if (zmq_msg_size((zmq_msg_t *)&r->f[4]) != p->nvals * sizeof(float)) {
@@ -205,6 +217,19 @@ static int check_payload(const server *s, const held *r, payload *p, char *why, 
 			return MLRT_ERR_PROTOCOL;
 		}
 		p->vals = zmq_msg_data((zmq_msg_t *)&r->f[4]);
+		if ((uintptr_t)p->vals % _Alignof(float) != 0) {
+			if (p->nvals > s->cap_vals) {
+				free(s->vals);
+				s->cap_vals = 0;
+				if ((s->vals = malloc(p->nvals * sizeof(float))) == NULL) {
+					snprintf(why, whylen, "out of memory for %zu floats", p->nvals);
+					return MLRT_ERR_NOMEM;
+				}
+				s->cap_vals = p->nvals;
+			}
+			memcpy(s->vals, p->vals, p->nvals * sizeof(float));
+			p->vals = s->vals;
+		}
 	}
 	return MLRT_OK;
 }
@@ -214,7 +239,7 @@ static int touch_keys(server *s, const held *r, const payload *p, char *why, siz
 {
 	for (size_t i = 0; i < r->h.nkeys; i++) {
 		ps_key *k;
-		int rc = key_get(s, p->keys[i], (size_t)p->lens[i], &k, why, whylen);
+		int rc = key_get(s, word(p->keys, i), (size_t)word(p->lens, i), &k, why, whylen);
 
 		if (rc != MLRT_OK)
 			return rc;
@@ -296,7 +321,7 @@ static void serve_pull(server *s, held *r)
 	}
 	out = zmq_msg_data(&vals);
 	for (size_t i = 0; i < r->h.nkeys; i++) {
-		ps_key *k = key_find(s, p.keys[i]);
+		ps_key *k = key_find(s, word(p.keys, i));
 
 		memcpy(out, k->w, k->len * sizeof(float));
 		out += k->len;
@@ -349,7 +374,7 @@ static void apply_values(server *s, const payload *p, size_t nkeys)
 	const float *g = p->vals;
 
 	for (size_t i = 0; i < nkeys; i++) {
-		ps_key *k = key_find(s, p->keys[i]);
+		ps_key *k = key_find(s, word(p->keys, i));
 
 		mlrti_optim_apply(&s->opts, k->w, k->state, g, k->len, &k->t);
 		g += k->len;
@@ -378,7 +403,7 @@ static int apply_steps(server *s, range *g)
 			const float *v = p.vals;
 
 			for (size_t i = 0; i < r->h.nkeys; i++) {
-				ps_key *k = key_find(s, p.keys[i]);
+				ps_key *k = key_find(s, word(p.keys, i));
 
 				if (k->acc == NULL && (k->acc = malloc(k->len * sizeof(float))) == NULL)
 					return MLRT_ERR_NOMEM;
@@ -845,6 +870,7 @@ static void server_fini(server *s)
 		zmq_ctx_term(s->zctx);
 	mlrt_store_close(s->store);
 	free(s->touched);
+	free(s->vals);
 	free(s->left);
 }
 
