@@ -127,17 +127,19 @@ int mlrti_ckpt_gather(mlrt_ckpt *ck, int64_t seq, const char *what, int64_t *val
 	return first;
 }
 
-int mlrt_ckpt_open_opts(mlrt_ctx *ctx, const char *dir, const mlrt_ckpt_opts *o,
-                        mlrt_ckpt **out)
+/* Open dir as rank of world; with a store at addr (world > 1) the ranks
+ * coordinate under "<gen_prefix>ckpt/<tag><id>/". */
+static int open_as(const char *dir, const mlrt_ckpt_opts *o, int rank, int world,
+                   const char *gen_prefix, const char *tag, const char *addr, int timeout_ms,
+                   mlrt_ckpt **out)
 {
 	mlrt_ckpt *ck;
-	const char *addr;
 	int rc;
 
 	if (out == NULL)
 		return MLRT_ERR_INVALID;
 	*out = NULL;
-	if (ctx == NULL || dir == NULL || dir[0] == '\0' || strlen(dir) >= PATH_MAX - 64 ||
+	if (dir == NULL || dir[0] == '\0' || strlen(dir) >= PATH_MAX - 64 ||
 	    (o != NULL && (o->keep < 0 || o->timeout_ms < 0))) {
 		mlrt_log(MLRT_LOG_ERROR, "ckpt: open: bad arguments (dir %s)", dir ? dir : "NULL");
 		return MLRT_ERR_INVALID;
@@ -152,27 +154,46 @@ int mlrt_ckpt_open_opts(mlrt_ctx *ctx, const char *dir, const mlrt_ckpt_opts *o,
 		if (o->timeout_ms > 0)
 			ck->opts.timeout_ms = o->timeout_ms;
 	}
-	ck->ctx = ctx;
-	ck->rank = mlrt_rank(ctx);
-	ck->world = mlrt_size(ctx);
+	ck->rank = rank;
+	ck->world = world;
 	ck->committed = -1;
 	snprintf(ck->dir, sizeof(ck->dir), "%s", dir);
-	snprintf(ck->prefix, sizeof(ck->prefix), "%sckpt/%d/", mlrti_ctx_gen_prefix(ctx),
+	snprintf(ck->prefix, sizeof(ck->prefix), "%sckpt/%s%d/", gen_prefix, tag,
 	         atomic_fetch_add(&next_id, 1));
-	snprintf(ck->abort_key, sizeof(ck->abort_key), "%sabort", mlrti_ctx_gen_prefix(ctx));
+	snprintf(ck->abort_key, sizeof(ck->abort_key), "%sabort", gen_prefix);
 	pthread_mutex_init(&ck->mu, NULL);
 	pthread_cond_init(&ck->cv, NULL);
 	MLRTI_CHECK_GOTO(make_dirs(dir), rc, fail);
-	addr = mlrti_ctx_store_addr(ctx);
-	if (addr != NULL && ck->world > 1) {
+	if (addr != NULL && world > 1) {
 		MLRTI_CHECK_GOTO(mlrt_store_open(addr, &ck->store), rc, fail);
-		MLRTI_CHECK_GOTO(mlrt_store_set_timeout(ck->store, mlrti_ctx_timeout_ms(ctx)), rc, fail);
+		MLRTI_CHECK_GOTO(mlrt_store_set_timeout(ck->store, timeout_ms), rc, fail);
 	}
 	*out = ck;
 	return MLRT_OK;
 fail:
 	mlrt_ckpt_close(ck);
 	return rc;
+}
+
+int mlrt_ckpt_open_opts(mlrt_ctx *ctx, const char *dir, const mlrt_ckpt_opts *o,
+                        mlrt_ckpt **out)
+{
+	if (ctx == NULL) {
+		if (out != NULL)
+			*out = NULL;
+		mlrt_log(MLRT_LOG_ERROR, "ckpt: open: no mlrt context");
+		return MLRT_ERR_INVALID;
+	}
+	/* Parameter servers count among themselves: their checkpoints
+	 * coordinate apart from the workers'. */
+	return open_as(dir, o, mlrt_rank(ctx), mlrt_size(ctx), mlrti_ctx_gen_prefix(ctx),
+	               mlrti_ctx_is_server(ctx) ? "s" : "", mlrti_ctx_store_addr(ctx),
+	               mlrti_ctx_timeout_ms(ctx), out);
+}
+
+int mlrti_ckpt_open_local(const char *dir, const mlrt_ckpt_opts *o, mlrt_ckpt **out)
+{
+	return open_as(dir, o, 0, 1, "", "", NULL, 0, out);
 }
 
 int mlrt_ckpt_open(mlrt_ctx *ctx, const char *dir, mlrt_ckpt **ck)

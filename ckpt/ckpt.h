@@ -22,7 +22,6 @@
  * is used by whichever of the two runs a collective step: the user thread
  * waits for the writer to be idle before a restore. */
 struct mlrt_ckpt {
-	mlrt_ctx *ctx;
 	char dir[PATH_MAX];
 	mlrt_ckpt_opts opts;
 	int rank;
@@ -48,6 +47,10 @@ struct mlrt_ckpt {
 	int last_rc;              /* status of the last save not yet reported */
 	int64_t committed;        /* newest step committed here, -1 if none */
 };
+
+/* Open dir as a checkpoint of one process, outside any job's
+ * coordination (a parameter server's own shard, say). */
+int mlrti_ckpt_open_local(const char *dir, const mlrt_ckpt_opts *o, mlrt_ckpt **ck);
 
 /* Save every registered tensor as step, reading tensor i from src[i], and
  * commit it (collective; see commit.c).  Same status on every rank. */

@@ -34,6 +34,7 @@ static const char *const owned_vars[] = {
 	"GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE",
 	"TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_MAX_RESTARTS",
 	"MLRT_ROLE", "MLRT_NUM_SERVERS", "MLRT_NUM_WORKERS", "MLRT_PS_REPLICAS",
+	"MLRT_PS_CKPT_DIR", "MLRT_PS_CKPT_MS",
 };
 
 static int is_owned(const char *entry)
@@ -157,6 +158,9 @@ static int build_server_env(const agent *a, const mlrti_rdzv_result *r, int inde
 	fail |= env_add(e, "MLRT_NUM_SERVERS", "%d", a->o->servers);
 	fail |= env_add(e, "MLRT_NUM_WORKERS", "%d", r->world_size);
 	fail |= env_add(e, "MLRT_PS_REPLICAS", "%d", replicated(a));
+	fail |= env_add(e, "MLRT_PS_CKPT_MS", "%d", a->o->ps_ckpt_ms);
+	if (a->o->ps_ckpt_dir != NULL)
+		fail |= env_add(e, "MLRT_PS_CKPT_DIR", "%s", a->o->ps_ckpt_dir);
 	fail |= env_add(e, "MLRT_STORE", "%s", a->store_addr);
 	fail |= env_add(e, "MLRT_JOB_ID", "%s", a->job_id);
 	fail |= env_add(e, "MLRT_GENERATION", "%" PRId64, gen);

@@ -26,6 +26,8 @@ enum {
 	OPT_BIND,
 	OPT_SERVERS,
 	OPT_PS_REPLICAS,
+	OPT_PS_CKPT_DIR,
+	OPT_PS_CKPT_INTERVAL,
 };
 
 static const struct option long_opts[] = {
@@ -44,6 +46,8 @@ static const struct option long_opts[] = {
 	{"bind-to", required_argument, NULL, OPT_BIND},
 	{"servers", required_argument, NULL, OPT_SERVERS},
 	{"ps-replicas", required_argument, NULL, OPT_PS_REPLICAS},
+	{"ps-ckpt-dir", required_argument, NULL, OPT_PS_CKPT_DIR},
+	{"ps-ckpt-interval", required_argument, NULL, OPT_PS_CKPT_INTERVAL},
 	{"verbose", no_argument, NULL, OPT_VERBOSE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"version", no_argument, NULL, OPT_VERSION},
@@ -70,6 +74,9 @@ void mlrun_print_help(FILE *f)
 	"  --ps-replicas 0|1        keep a copy of each server's keys on the next\n"
 	"                           server, which takes over when it dies (default 1\n"
 	"                           with 2 or more servers)\n"
+	"  --ps-ckpt-dir DIR        servers checkpoint their keys in DIR/server-<i>/\n"
+	"                           and load them when (re)started\n"
+	"  --ps-ckpt-interval SEC   between those checkpoints (default 30)\n"
 	"  --bind-to core|none      pin each worker to one CPU, in local rank order\n"
 	"                           (default: core when the workers fit the CPUs\n"
 	"                           mlrun may use, none when they would share)\n"
@@ -152,6 +159,7 @@ int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
 	memset(o, 0, sizeof(*o));
 	o->nproc = 1;
 	o->ps_replicas = -1;
+	o->ps_ckpt_ms = 30000;
 	o->nnodes_min = o->nnodes_max = 1;
 	o->policy = RESTART_ON_FAILURE;
 	o->grace_ms = 5000;
@@ -226,6 +234,14 @@ int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
 			if (mlrti_parse_int(optarg, 0, 1, &v) != MLRT_OK)
 				return bad(err, "--ps-replicas", optarg, "want 0 or 1");
 			o->ps_replicas = (int)v;
+			break;
+		case OPT_PS_CKPT_DIR:
+			o->ps_ckpt_dir = optarg;
+			break;
+		case OPT_PS_CKPT_INTERVAL:
+			if (parse_seconds(optarg, 86400, &o->ps_ckpt_ms) != 0 || o->ps_ckpt_ms == 0)
+				return bad(err, "--ps-ckpt-interval", optarg,
+				           "want seconds from 0.001 to 86400");
 			break;
 		case OPT_BIND:
 			if (strcmp(optarg, "core") == 0)

@@ -14,6 +14,8 @@ typedef struct mlrun_opts {
 	int nproc;             /* workers on this host (-np) */
 	int servers;           /* parameter servers, started on the first host */
 	int ps_replicas;       /* copies of each server's keys: 0, 1, -1 auto */
+	const char *ps_ckpt_dir; /* servers' shard checkpoints, or NULL */
+	int ps_ckpt_ms;
 	int nnodes_min;        /* agents in the gang (--nnodes MIN[:MAX]) */
 	int nnodes_max;
 	restart_policy policy;

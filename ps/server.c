@@ -16,6 +16,7 @@
  * at again after every applied push.  See docs/ps.md. */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 
 #include "ps/optim.h"
 #include "ps/proto.h"
+#include "ps/shard.h"
 #include "runtime/common.h"
 #include "runtime/ctx.h"
 
@@ -99,6 +101,9 @@ typedef struct server {
 	ps_key **touched; /* SYNC: keys of the step being applied */
 	size_t ntouched, cap_touched;
 	int64_t max_lead; /* BOUNDED: largest lead over the slowest at a served pull */
+	const char *ckpt_dir; /* MLRT_PS_CKPT_DIR: shard checkpoints, or NULL */
+	int64_t ckpt_ms;      /* between them */
+	int64_t next_save;
 } server;
 
 static void held_free(held *r)
@@ -634,6 +639,108 @@ static int serves(server *s, int rg)
 	return 0;
 }
 
+/* ---- shard checkpoints ---- */
+
+static void shard_dir(const server *s, int i, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s/server-%d", s->ckpt_dir, i);
+}
+
+/* Save the keys of the ranges this server answers for. */
+static int save_shard(server *s)
+{
+	size_t per = mlrti_optim_state_floats(s->opts.optimizer);
+	mlrti_ps_shard sh = {.optimizer = s->opts.optimizer};
+	int64_t i = 0, v = 0, st = 0;
+	char dir[PATH_MAX];
+	ps_key *k, *tmp;
+	int rc;
+
+	HASH_ITER(hh, s->keys, k, tmp) {
+		if (s->ranges[mlrti_ps_server_of(k->key, s->nservers)].role != ROLE_PRIMARY)
+			continue;
+		sh.nkeys++;
+		sh.nvals += (int64_t)k->len;
+		sh.nstate += (int64_t)(per * k->len);
+	}
+	MLRTI_CHECK_GOTO(mlrti_ps_shard_alloc(&sh), rc, out);
+	HASH_ITER(hh, s->keys, k, tmp) {
+		if (s->ranges[mlrti_ps_server_of(k->key, s->nservers)].role != ROLE_PRIMARY)
+			continue;
+		sh.keys[i] = k->key;
+		sh.lens[i] = k->len;
+		sh.updates[i++] = k->t;
+		memcpy(sh.vals + v, k->w, k->len * sizeof(float));
+		v += (int64_t)k->len;
+		if (per > 0)
+			memcpy(sh.state + st, k->state, per * k->len * sizeof(float));
+		st += (int64_t)(per * k->len);
+	}
+	shard_dir(s, s->index, dir, sizeof(dir));
+	rc = mlrti_ps_shard_save(dir, mlrti_wall_ms(), &sh);
+out:
+	mlrti_ps_shard_fini(&sh);
+	if (rc != MLRT_OK)
+		mlrt_log(MLRT_LOG_ERROR, "ps: server %d cannot checkpoint its keys in %s: %s",
+		         s->index, s->ckpt_dir, mlrt_strerror(rc));
+	return rc;
+}
+
+/* Take the keys of range rg from server i's newest shard checkpoint. */
+static void load_range(server *s, int i, int rg)
+{
+	size_t per = mlrti_optim_state_floats(s->opts.optimizer);
+	mlrti_ps_shard sh;
+	char dir[PATH_MAX], why[MLRTI_PS_MSG_MAX];
+	int64_t step, v = 0, st = 0, n = 0;
+	int rc;
+
+	shard_dir(s, i, dir, sizeof(dir));
+	rc = mlrti_ps_shard_load(dir, &sh, &step);
+	if (rc != MLRT_OK) {
+		if (rc != MLRT_ERR_NOT_FOUND)
+			mlrt_log(MLRT_LOG_WARN, "ps: server %d: no usable checkpoint in %s (%s); range %d "
+			         "starts afresh", s->index, dir, mlrt_strerror(rc), rg);
+		return;
+	}
+	int state_ok = sh.optimizer == (int64_t)s->opts.optimizer;
+
+	if (!state_ok)
+		mlrt_log(MLRT_LOG_WARN, "ps: server %d: %s was saved with another optimizer; its "
+		         "values are kept, its optimizer state is not", s->index, dir);
+	for (int64_t k = 0; k < sh.nkeys; k++) {
+		size_t len = (size_t)sh.lens[k];
+		ps_key *key;
+
+		if (mlrti_ps_server_of(sh.keys[k], s->nservers) == rg &&
+		    key_get(s, sh.keys[k], len, &key, why, sizeof(why)) == MLRT_OK &&
+		    v + (int64_t)len <= sh.nvals) {
+			memcpy(key->w, sh.vals + v, len * sizeof(float));
+			if (state_ok && per > 0 && st + (int64_t)(per * len) <= sh.nstate)
+				memcpy(key->state, sh.state + st, per * len * sizeof(float));
+			key->t = state_ok ? sh.updates[k] : 0;
+			n++;
+		}
+		v += (int64_t)len;
+		st += (int64_t)(state_ok ? per * len : 0);
+	}
+	mlrt_log(MLRT_LOG_INFO, "ps: server %d restored %" PRId64 " keys of range %d from %s",
+	         s->index, n, rg, dir);
+	mlrti_ps_shard_fini(&sh);
+}
+
+/* Once the options are known (the first hello): the keys of the ranges
+ * this server holds, from the checkpoints of the servers that owned them. */
+static void load_shards(server *s)
+{
+	if (s->ckpt_dir == NULL)
+		return;
+	for (int rg = 0; rg < s->nservers; rg++)
+		if (s->ranges[rg].role != ROLE_NONE)
+			load_range(s, rg, rg);
+	s->next_save = mlrti_now_ms() + s->ckpt_ms;
+}
+
 /* ---- dispatch ---- */
 
 /* A worker's push, to this server as the primary of its range. */
@@ -694,6 +801,7 @@ static void on_hello(server *s, held *r)
 		if (rc == MLRT_OK) {
 			s->opts = r->h.opts;
 			s->have_opts = 1;
+			load_shards(s);
 		}
 	} else if (memcmp(&s->opts, &r->h.opts, offsetof(mlrt_ps_opts, timeout_ms)) != 0) {
 		snprintf(why, sizeof(why), "worker %d opened with other options than the first "
@@ -883,6 +991,11 @@ static int server_init(server *s, mlrt_ctx *ctx)
 	s->nworkers = mlrti_ctx_num_workers(ctx);
 	s->replicas = mlrti_ctx_ps_replicas(ctx);
 	snprintf(s->prefix, sizeof(s->prefix), "%s", mlrti_ctx_gen_prefix(ctx));
+	s->ckpt_dir = getenv("MLRT_PS_CKPT_DIR");
+	if (s->ckpt_dir != NULL && s->ckpt_dir[0] == '\0')
+		s->ckpt_dir = NULL;
+	if (mlrti_env_int("MLRT_PS_CKPT_MS", 1, INT32_MAX, 30000, &s->ckpt_ms) != MLRT_OK)
+		return MLRT_ERR_INVALID;
 	s->left = calloc((size_t)s->nworkers, sizeof(*s->left));
 	s->ranges = calloc((size_t)s->nservers, sizeof(*s->ranges));
 	s->peer = calloc((size_t)s->nservers, sizeof(*s->peer));
@@ -968,6 +1081,10 @@ int mlrt_ps_serve(mlrt_ctx *ctx)
 		poll_once(&s);
 		if (s.acks != NULL)
 			check_backups(&s);
+		if (s.ckpt_dir != NULL && s.have_opts && mlrti_now_ms() >= s.next_save) {
+			save_shard(&s);
+			s.next_save = mlrti_now_ms() + s.ckpt_ms;
+		}
 		if (mlrti_now_ms() >= next_check) {
 			void *why = NULL;
 			size_t len;
@@ -982,6 +1099,8 @@ int mlrt_ps_serve(mlrt_ctx *ctx)
 			}
 		}
 	}
+	if (s.ckpt_dir != NULL && s.have_opts)
+		save_shard(&s);
 	if (s.opts.consistency == MLRT_PS_BOUNDED)
 		mlrt_log(MLRT_LOG_INFO, "ps: server %d: every worker has closed; pulls were answered "
 		         "at most %" PRId64 " pushes ahead of the slowest worker (staleness %d)",

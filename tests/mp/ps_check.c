@@ -20,6 +20,12 @@
  *              key, derives its gradient from the values and pushes it;
  *              worker 0 writes the final values to OUT/final.bin; servers
  *              write their pid to OUT/server-<i>.pid (for a killer)
+ *   resume OUT K
+ *              whole-job restart from the servers' shard checkpoints (run
+ *              with --ps-ckpt-dir): in the first generation every worker
+ *              pushes 1.0 to each key K times, then waits to be killed
+ *              (worker 0 writes OUT/pushed); after the restart the values
+ *              must be exactly W * K
  *   many       600 nonblocking pushes, then 600 nonblocking pulls (more
  *              than MLRT_PS_MAX_INFLIGHT in flight: the oldest are waited
  *              for), exact sums; an error inside a batch comes back from
@@ -245,6 +251,40 @@ static void train(mlrt_ctx *ctx, const char *out, int steps)
 	free(g);
 }
 
+static void resume(mlrt_ctx *ctx, const char *out, int k)
+{
+	uint64_t keys[NKEYS];
+	size_t lens[NKEYS], n;
+	mlrt_ps_opts o;
+
+	key_set(keys, lens, &n);
+	mlrt_ps_opts_init(&o);
+	mlrt_ps *ps = open_ps(ctx, &o);
+	float *v = malloc(n * sizeof(float));
+
+	if (mlrt_restart_count(ctx) == 0) {
+		char path[4096];
+		FILE *f;
+
+		for (size_t j = 0; j < n; j++)
+			v[j] = 1.0f;
+		for (int i = 0; i < k; i++)
+			CHECK(mlrt_ps_push(ps, keys, NKEYS, v, lens) == MLRT_OK, "push %d", i);
+		CHECK(mlrt_barrier(mlrt_world(ctx)) == MLRT_OK, "barrier");
+		snprintf(path, sizeof(path), "%s/pushed", out);
+		if (rank == 0 && (f = fopen(path, "w")) != NULL)
+			fclose(f);
+		sleep(30); /* until a server is killed and the gang with it */
+		CHECK(0, "was not killed");
+	}
+	CHECK(mlrt_ps_pull(ps, keys, NKEYS, v, lens) == MLRT_OK, "pull after the restart");
+	for (size_t j = 0; j < n; j++)
+		CHECK(v[j] == (float)(nworkers * k), "element %zu: %g after the restart, want %d", j,
+		      v[j], nworkers * k);
+	CHECK(mlrt_ps_close(ps) == MLRT_OK, "close");
+	free(v);
+}
+
 #define MANY 600
 #define MANY_LEN 8
 
@@ -293,7 +333,7 @@ int main(int argc, char **argv)
 	int rc;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: ps_check sum|sync OPT|async OPT|bounded K|errors|many|train OUT STEPS\n");
+		fprintf(stderr, "usage: ps_check sum|sync OPT|async OPT|bounded K|errors|many|train OUT STEPS|resume OUT K\n");
 		return 2;
 	}
 	if ((rc = mlrt_init(&ctx)) != MLRT_OK) {
@@ -301,7 +341,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (mlrt_ps_role(ctx) == MLRT_ROLE_SERVER) {
-		if (strcmp(argv[1], "train") == 0 && argc > 2) {
+		if ((strcmp(argv[1], "train") == 0 || strcmp(argv[1], "resume") == 0) && argc > 2) {
 			char tmp[4200], path[4096];
 			FILE *f;
 
@@ -333,6 +373,8 @@ int main(int argc, char **argv)
 		many(ctx);
 	else if (strcmp(argv[1], "train") == 0 && argc > 3)
 		train(ctx, argv[2], atoi(argv[3]));
+	else if (strcmp(argv[1], "resume") == 0 && argc > 3)
+		resume(ctx, argv[2], atoi(argv[3]));
 	else
 		CHECK(0, "unknown mode %s", argv[1]);
 	printf("%s: worker %d ok\n", argv[1], rank);

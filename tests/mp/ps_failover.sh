@@ -3,7 +3,8 @@
 # bitwise those of an undisturbed run (no acknowledged push lost, none
 # applied twice).  Prints the time from the kill to the first request the
 # backup served.  With --ps-replicas 0 the same kill ends the job with a
-# message naming the server.
+# message naming the server, and under a restart policy the servers reload
+# their keys from their shard checkpoints (--ps-ckpt-dir).
 . "$(dirname "$0")/lib.sh"
 
 STEPS=${PS_FAILOVER_STEPS:-1500}
@@ -44,3 +45,21 @@ wait "$mlrun_pid" && fail "without replicas the job should fail"
 grep -q 'failed in generation 0: server 1 (host .*) was killed by signal 9' "$TMP/norep.err" ||
 	fail "no root cause naming server 1: $(cat "$TMP/norep.err")"
 echo "without replicas: the job fails naming server 1"
+
+# Without replication, a whole-job restart resumes from the servers' shard
+# checkpoints: every push made before the last checkpoint is there.
+mkdir -p "$TMP/resume"
+"$MLRUN" --servers 2 --ps-replicas 0 --ps-ckpt-dir "$TMP/resume/ckpt" --ps-ckpt-interval 0.1 \
+	--restart-policy on-failure --max-restarts 1 -np 2 --no-tag-output \
+	"$PS_CHECK" resume "$TMP/resume" 7 >"$TMP/resume.out" 2>"$TMP/resume.err" &
+mlrun_pid=$!
+cleanup_hooks+=("kill -9 $mlrun_pid 2>/dev/null")
+wait_for_files 1 "$TMP/resume/pushed" 20 || fail "the pushes did not finish: $(cat "$TMP/resume.err")"
+wait_for_files 2 "$TMP/resume/server-*.pid" 5 || fail "no server pids"
+sleep 0.5 # several checkpoint intervals
+kill -9 "$(cat "$TMP/resume/server-1.pid")"
+wait "$mlrun_pid" || fail "the restarted job failed: $(cat "$TMP/resume.err")"
+[ "$(grep -c '^resume: worker [01] ok$' "$TMP/resume.out")" -eq 2 ] ||
+	fail "after the restart: $(cat "$TMP/resume.out" "$TMP/resume.err")"
+grep -q 'restarting the gang as generation 1' "$TMP/resume.err" || fail "no restart: $(cat "$TMP/resume.err")"
+echo "without replicas, under a restart policy: the servers reloaded their shard checkpoints"
