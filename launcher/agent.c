@@ -140,21 +140,22 @@ static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank,
 	return fail ? -1 : 0;
 }
 
-/* The environment of parameter server index of n (mlrun --servers): the
- * workers' variables, with the servers counted among themselves. */
-static int build_server_env(const agent *a, const mlrti_rdzv_result *r, int index, int64_t gen,
-                            int restarts, env_list *e)
+/* The environment of a parameter server (mlrun --servers; index among
+ * them) or of the evaluator (--evaluator): the workers' variables, with the
+ * servers counted among themselves and the evaluator alone. */
+static int build_server_env(const agent *a, const mlrti_rdzv_result *r, const worker *w,
+                            int64_t gen, int restarts, env_list *e)
 {
-	int fail = 0;
+	int n = w->server == ROLE_EVALUATOR ? 1 : a->o->servers, fail = 0;
 
 	for (char **p = environ; *p != NULL; p++)
 		if (!is_owned(*p))
 			fail |= env_push(e, *p);
-	fail |= env_add(e, "MLRT_ROLE", "%s", "server");
-	fail |= env_add(e, "MLRT_RANK", "%d", index);
-	fail |= env_add(e, "MLRT_WORLD_SIZE", "%d", a->o->servers);
-	fail |= env_add(e, "MLRT_LOCAL_RANK", "%d", index);
-	fail |= env_add(e, "MLRT_LOCAL_SIZE", "%d", a->o->servers);
+	fail |= env_add(e, "MLRT_ROLE", "%s", w->server == ROLE_EVALUATOR ? "evaluator" : "server");
+	fail |= env_add(e, "MLRT_RANK", "%d", w->rank);
+	fail |= env_add(e, "MLRT_WORLD_SIZE", "%d", n);
+	fail |= env_add(e, "MLRT_LOCAL_RANK", "%d", w->rank);
+	fail |= env_add(e, "MLRT_LOCAL_SIZE", "%d", n);
 	fail |= env_add(e, "MLRT_NUM_SERVERS", "%d", a->o->servers);
 	fail |= env_add(e, "MLRT_NUM_WORKERS", "%d", r->world_size);
 	fail |= env_add(e, "MLRT_PS_REPLICAS", "%d", replicated(a));
@@ -271,7 +272,7 @@ static void reap(agent *a, gang *g, gen_outcome *out)
 			g->running--;
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 				continue;
-			if (w->server && replicated(a) && server_down(a, g, w))
+			if (w->server == ROLE_SERVER && replicated(a) && server_down(a, g, w))
 				continue;
 			if (g->suspect == NULL) {
 				g->suspect = w;
@@ -469,8 +470,10 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
 		mlrti_rdzv_result_fini(&r);
 		return;
 	}
-	/* The first host also runs the parameter servers, after its workers. */
-	g.n = r.members[r.index].nproc + (r.index == 0 ? a->o->servers : 0);
+	/* The first host also runs the parameter servers and the evaluator,
+	 * after its workers. */
+	g.n = r.members[r.index].nproc +
+	      (r.index == 0 ? a->o->servers + (a->o->evaluator ? 1 : 0) : 0);
 	g.w = calloc((size_t)g.n, sizeof(*g.w));
 	if (g.w == NULL) {
 		out->result = GEN_ERROR;
@@ -483,14 +486,18 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
 		worker *w = &g.w[i];
 		int nw = r.members[r.index].nproc;
 
-		w->server = i >= nw;
-		w->rank = w->server ? i - nw : r.members[r.index].first_rank + i;
-		snprintf(w->name, sizeof(w->name), "%s %d", w->server ? "server" : "rank", w->rank);
+		w->server = i < nw ? ROLE_WORKER : i < nw + a->o->servers ? ROLE_SERVER : ROLE_EVALUATOR;
+		w->rank = w->server == ROLE_WORKER ? r.members[r.index].first_rank + i
+		          : w->server == ROLE_SERVER ? i - nw : 0;
+		snprintf(w->name, sizeof(w->name), "%s %d",
+		         w->server == ROLE_WORKER ? "rank" : w->server == ROLE_SERVER ? "server"
+		                                                                       : "evaluator",
+		         w->rank);
 		w->local_rank = i;
 		w->out.fd = w->err.fd = -1;
 		w->log_fd = w->server ? -1 : open_log(a, w->rank);
 		env_free(&env);
-		if ((w->server ? build_server_env(a, &r, w->rank, gen, restart_count, &env)
+		if ((w->server ? build_server_env(a, &r, w, gen, restart_count, &env)
 		               : build_env(a, &r, i, gen, restart_count, &env)) != 0 ||
 		    worker_spawn(w, a->program, a->o->argv, env.v, cpu_for(a, i, g.n)) != 0) {
 			out->result = GEN_ERROR;

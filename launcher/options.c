@@ -28,6 +28,7 @@ enum {
 	OPT_PS_REPLICAS,
 	OPT_PS_CKPT_DIR,
 	OPT_PS_CKPT_INTERVAL,
+	OPT_EVALUATOR,
 };
 
 static const struct option long_opts[] = {
@@ -48,6 +49,7 @@ static const struct option long_opts[] = {
 	{"ps-replicas", required_argument, NULL, OPT_PS_REPLICAS},
 	{"ps-ckpt-dir", required_argument, NULL, OPT_PS_CKPT_DIR},
 	{"ps-ckpt-interval", required_argument, NULL, OPT_PS_CKPT_INTERVAL},
+	{"evaluator", no_argument, NULL, OPT_EVALUATOR},
 	{"verbose", no_argument, NULL, OPT_VERBOSE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"version", no_argument, NULL, OPT_VERSION},
@@ -77,6 +79,8 @@ void mlrun_print_help(FILE *f)
 	"  --ps-ckpt-dir DIR        servers checkpoint their keys in DIR/server-<i>/\n"
 	"                           and load them when (re)started\n"
 	"  --ps-ckpt-interval SEC   between those checkpoints (default 30)\n"
+	"  --evaluator              also start one evaluator (MLRT_ROLE=evaluator)\n"
+	"                           that pulls parameters without pushing\n"
 	"  --bind-to core|none      pin each worker to one CPU, in local rank order\n"
 	"                           (default: core when the workers fit the CPUs\n"
 	"                           mlrun may use, none when they would share)\n"
@@ -243,6 +247,9 @@ int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
 				return bad(err, "--ps-ckpt-interval", optarg,
 				           "want seconds from 0.001 to 86400");
 			break;
+		case OPT_EVALUATOR:
+			o->evaluator = 1;
+			break;
 		case OPT_BIND:
 			if (strcmp(optarg, "core") == 0)
 				o->bind = 1;
@@ -275,6 +282,10 @@ int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
 	}
 	if (optind >= argc) {
 		fprintf(err, "mlrun: no program to run (usage: mlrun [options] -- PROGRAM [ARGS...])\n");
+		return 2;
+	}
+	if (o->evaluator && o->servers == 0) {
+		fprintf(err, "mlrun: --evaluator needs parameter servers (--servers S)\n");
 		return 2;
 	}
 	o->argv = argv + optind;

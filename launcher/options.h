@@ -16,6 +16,7 @@ typedef struct mlrun_opts {
 	int ps_replicas;       /* copies of each server's keys: 0, 1, -1 auto */
 	const char *ps_ckpt_dir; /* servers' shard checkpoints, or NULL */
 	int ps_ckpt_ms;
+	int evaluator;         /* start an evaluator (parameter-server jobs) */
 	int nnodes_min;        /* agents in the gang (--nnodes MIN[:MAX]) */
 	int nnodes_max;
 	restart_policy policy;

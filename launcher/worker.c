@@ -141,7 +141,9 @@ static void tail_add(tail *t, const char *line, size_t len)
 static void emit_line(worker *w, stream *s, const char *line, size_t len, const relay_opts *ro)
 {
 	char prefix[32];
-	int plen = snprintf(prefix, sizeof(prefix), w->server ? "[s%d]: " : "[%d]: ", w->rank);
+	int plen = snprintf(prefix, sizeof(prefix),
+	                    w->server == ROLE_SERVER ? "[s%d]: " : w->server ? "[e%d]: " : "[%d]: ",
+	                    w->rank);
 	char buf[sizeof(s->buf) + 40];
 	size_t n = 0;
 

@@ -23,9 +23,11 @@ typedef struct stream {
 	size_t len;
 } stream;
 
+enum { ROLE_WORKER, ROLE_SERVER, ROLE_EVALUATOR };
+
 typedef struct worker {
 	int rank;        /* a worker's rank, or a parameter server's index */
-	int server;      /* 1 for a parameter server (mlrun --servers) */
+	int server;      /* ROLE_WORKER, ROLE_SERVER (mlrun --servers), ROLE_EVALUATOR */
 	char name[24];   /* "rank 3" or "server 1", for messages */
 	int local_rank;
 	pid_t pid;       /* 0 once reaped */

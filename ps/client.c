@@ -89,7 +89,9 @@ void mlrt_ps_opts_init(mlrt_ps_opts *o)
 
 int mlrt_ps_role(const mlrt_ctx *ctx)
 {
-	return ctx != NULL && mlrti_ctx_is_server(ctx) ? MLRT_ROLE_SERVER : MLRT_ROLE_WORKER;
+	if (ctx != NULL && mlrti_ctx_is_server(ctx))
+		return MLRT_ROLE_SERVER;
+	return ctx != NULL && mlrti_ctx_is_evaluator(ctx) ? MLRT_ROLE_EVALUATOR : MLRT_ROLE_WORKER;
 }
 
 /* ---- splitting a request by server ---- */
@@ -679,8 +681,9 @@ int mlrt_ps_open_opts(mlrt_ctx *ctx, const mlrt_ps_opts *o, mlrt_ps **out)
 	if (ps->opts.timeout_ms <= 0)
 		ps->opts.timeout_ms = mlrti_ctx_timeout_ms(ctx);
 	ps->ctx = ctx;
-	ps->worker = mlrt_rank(ctx);
-	ps->nworkers = mlrt_size(ctx);
+	/* The evaluator speaks as worker number nworkers. */
+	ps->nworkers = mlrti_ctx_num_workers(ctx);
+	ps->worker = mlrti_ctx_is_evaluator(ctx) ? ps->nworkers : mlrt_rank(ctx);
 	ps->nservers = mlrti_ctx_num_servers(ctx);
 	ps->done_upto = -1;
 	for (int i = 0; i < MLRT_PS_MAX_INFLIGHT; i++)

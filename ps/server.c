@@ -818,9 +818,15 @@ static void on_request(server *s, held *r)
 	payload p;
 	int rc;
 
-	if (r->h.worker >= s->nworkers || r->h.range >= s->nservers) {
-		snprintf(why, sizeof(why), "worker %d, range %d in a job of %d workers and %d servers",
-		         r->h.worker, r->h.range, s->nworkers, s->nservers);
+	int evaluator = r->h.worker == s->nworkers;
+
+	if (r->h.worker > s->nworkers || r->h.range >= s->nservers ||
+	    (evaluator && (r->h.op == MLRTI_PS_PUSH || r->h.op == MLRTI_PS_INIT))) {
+		if (evaluator)
+			snprintf(why, sizeof(why), "the evaluator pulls; it does not push or init");
+		else
+			snprintf(why, sizeof(why), "worker %d, range %d in a job of %d workers and %d "
+			         "servers", r->h.worker, r->h.range, s->nworkers, s->nservers);
 		reply(s, r, MLRT_ERR_INVALID, why, NULL);
 		held_free(r);
 		return;
@@ -839,7 +845,7 @@ static void on_request(server *s, held *r)
 		return;
 	}
 	if (r->h.op == MLRTI_PS_BYE) {
-		if (!s->left[r->h.worker]) {
+		if (!evaluator && !s->left[r->h.worker]) {
 			s->left[r->h.worker] = 1;
 			s->nleft++;
 		}

@@ -19,6 +19,7 @@ int mlrti_ctx_timeout_ms(const mlrt_ctx *ctx);
 /* Parameter-server jobs: whether this process is a server, and how many
  * servers and workers the job has (0 servers outside such jobs). */
 int mlrti_ctx_is_server(const mlrt_ctx *ctx);
+int mlrti_ctx_is_evaluator(const mlrt_ctx *ctx);
 int mlrti_ctx_num_servers(const mlrt_ctx *ctx);
 int mlrti_ctx_num_workers(const mlrt_ctx *ctx);
 /* Copies of each parameter-server key range on another server (0 or 1). */

@@ -158,8 +158,11 @@ static int from_mlrun(mlrti_identity *id)
 	s = env("MLRT_ROLE");
 	if (s != NULL && strcmp(s, "server") == 0) {
 		id->role = MLRTI_ROLE_SERVER;
+	} else if (s != NULL && strcmp(s, "evaluator") == 0) {
+		id->role = MLRTI_ROLE_EVALUATOR;
 	} else if (s != NULL && strcmp(s, "worker") != 0) {
-		mlrt_log(MLRT_LOG_ERROR, "mlrun environment: MLRT_ROLE=%s; want worker or server", s);
+		mlrt_log(MLRT_LOG_ERROR, "mlrun environment: MLRT_ROLE=%s; want worker, server or "
+		                         "evaluator", s);
 		return MLRT_ERR_INVALID;
 	}
 	if (id->role == MLRTI_ROLE_SERVER && id->num_servers != id->size) {

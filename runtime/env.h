@@ -23,6 +23,7 @@ typedef enum mlrti_store_mode {
 typedef enum mlrti_role {
 	MLRTI_ROLE_WORKER = 0,
 	MLRTI_ROLE_SERVER = 1,
+	MLRTI_ROLE_EVALUATOR = 2, /* pulls parameters, never pushes */
 } mlrti_role;
 
 typedef struct mlrti_identity {

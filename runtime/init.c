@@ -140,9 +140,11 @@ int mlrt_init(mlrt_ctx **out)
 	snprintf(ctx->gen_prefix, sizeof(ctx->gen_prefix), "%s/g%" PRId64 "/", ctx->id.job_id,
 	         ctx->id.generation);
 	MLRTI_CHECK_GOTO(reach_store(ctx), rc, fail);
-	if (ctx->id.role == MLRTI_ROLE_SERVER) {
-		/* Parameter servers are not in the workers' world. */
-		mlrt_log(MLRT_LOG_INFO, "init: parameter server %d of %d, job %s, generation %" PRId64,
+	if (ctx->id.role != MLRTI_ROLE_WORKER) {
+		/* Parameter servers and the evaluator are not in the workers'
+		 * world. */
+		mlrt_log(MLRT_LOG_INFO, "init: %s %d of %d, job %s, generation %" PRId64,
+		         ctx->id.role == MLRTI_ROLE_SERVER ? "parameter server" : "evaluator",
 		         ctx->id.rank, ctx->id.size, ctx->id.job_id, ctx->id.generation);
 		*out = ctx;
 		return MLRT_OK;
@@ -271,6 +273,11 @@ int mlrti_ctx_timeout_ms(const mlrt_ctx *ctx)
 int mlrti_ctx_is_server(const mlrt_ctx *ctx)
 {
 	return ctx->id.role == MLRTI_ROLE_SERVER;
+}
+
+int mlrti_ctx_is_evaluator(const mlrt_ctx *ctx)
+{
+	return ctx->id.role == MLRTI_ROLE_EVALUATOR;
 }
 
 int mlrti_ctx_num_servers(const mlrt_ctx *ctx)

@@ -10,7 +10,11 @@
  *
  * In a job with servers, mlrt_rank, mlrt_size and mlrt_world count the
  * workers only; on a server, mlrt_rank and mlrt_size give its index among
- * the servers and their number, and mlrt_world is NULL.
+ * the servers and their number, and mlrt_world is NULL.  Worker 0 is the
+ * chief (by convention: initialisation, checkpoints).  `mlrun --evaluator`
+ * adds one evaluator process (rank 0 of 1, no world) that opens a handle
+ * and pulls, to evaluate the model while it trains; its pushes are
+ * refused, and the servers do not wait for it to close.
  *
  * Threads: one mlrt_ps is used by one thread at a time. */
 #ifndef MLRT_PS_H
@@ -31,6 +35,7 @@ typedef struct mlrt_ps mlrt_ps;
  * "server"). */
 #define MLRT_ROLE_WORKER 0
 #define MLRT_ROLE_SERVER 1
+#define MLRT_ROLE_EVALUATOR 2 /* mlrun --evaluator: pulls, never pushes */
 
 /* What a server does with a push. */
 typedef enum mlrt_ps_optimizer {
@@ -79,8 +84,8 @@ typedef struct mlrt_ps_opts {
 /* Fill o with the defaults above (SUM, ASYNC, ZEROS). */
 MLRT_API void mlrt_ps_opts_init(mlrt_ps_opts *o);
 
-/* This process's role: MLRT_ROLE_WORKER (also in a job without servers)
- * or MLRT_ROLE_SERVER. */
+/* This process's role: MLRT_ROLE_WORKER (also in a job without servers),
+ * MLRT_ROLE_SERVER or MLRT_ROLE_EVALUATOR. */
 MLRT_API int mlrt_ps_role(const mlrt_ctx *ctx);
 
 /* Server role: serve until every worker has closed its handle (or the

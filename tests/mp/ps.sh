@@ -40,6 +40,14 @@ done
 run 2 3 many
 echo "many: 600 nonblocking pushes and pulls per worker, exact; errors come back from the wait"
 
+MLRT_LOG_LEVEL=info "$MLRUN" --servers 2 --evaluator -np 2 --no-tag-output "$PS_CHECK" evaluate 30 \
+	>"$TMP/out" 2>"$TMP/err" || fail "evaluate: $(cat "$TMP/err")"
+grep -q '^evaluate: evaluator saw [0-9]* values$' "$TMP/out" &&
+	[ "$(grep -c '^evaluate: worker [01] ok$' "$TMP/out")" -eq 2 ] ||
+	fail "evaluate: $(cat "$TMP/out" "$TMP/err")"
+grep -q 'the evaluator pulls; it does not push' "$TMP/err" || fail "evaluate: push not refused"
+echo "evaluator: pulled while the workers trained; its push refused"
+
 run 1 2 errors
 grep -q 'key 42 holds 4 floats, not 5' "$TMP/err" || fail "errors: $(cat "$TMP/err")"
 echo "errors: ok"

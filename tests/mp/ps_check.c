@@ -26,6 +26,11 @@
  *              pushes 1.0 to each key K times, then waits to be killed
  *              (worker 0 writes OUT/pushed); after the restart the values
  *              must be exactly W * K
+ *   evaluate K (with mlrun --evaluator)
+ *              workers push 1.0 to each key K times, slowly; the evaluator
+ *              pulls until it sees W * K, having seen the values grow, and
+ *              its push is refused; then it tells the workers (a store key)
+ *              that they may close
  *   many       600 nonblocking pushes, then 600 nonblocking pulls (more
  *              than MLRT_PS_MAX_INFLIGHT in flight: the oldest are waited
  *              for), exact sums; an error inside a batch comes back from
@@ -285,6 +290,52 @@ static void resume(mlrt_ctx *ctx, const char *out, int k)
 	free(v);
 }
 
+static void evaluate(mlrt_ctx *ctx, int k)
+{
+	uint64_t keys[NKEYS];
+	size_t lens[NKEYS], n;
+	char key[256];
+	const char *wait_keys[1] = {key};
+	mlrt_ps_opts o;
+	int evaluator = mlrt_ps_role(ctx) == MLRT_ROLE_EVALUATOR;
+	int workers = atoi(getenv("MLRT_NUM_WORKERS") ? getenv("MLRT_NUM_WORKERS") : "0");
+
+	key_set(keys, lens, &n);
+	mlrt_ps_opts_init(&o);
+	mlrt_ps *ps = open_ps(ctx, &o);
+	float *v = calloc(n, sizeof(float));
+
+	snprintf(key, sizeof(key), "%s/evaluated", mlrt_job_id(ctx));
+	if (evaluator) {
+		float last = -1;
+		int seen = 0;
+
+		for (int i = 0; i < 2000 && v[0] != (float)(workers * k); i++) {
+			CHECK(mlrt_ps_pull(ps, keys, NKEYS, v, lens) == MLRT_OK, "evaluator pull");
+			seen += v[0] != last;
+			last = v[0];
+			usleep(2000);
+		}
+		CHECK(v[0] == (float)(workers * k), "the evaluator saw %g, want %d", v[0], workers * k);
+		CHECK(seen >= 3, "the evaluator saw only %d values", seen);
+		CHECK(mlrt_ps_push(ps, keys, NKEYS, v, lens) == MLRT_ERR_INVALID,
+		      "the evaluator's push must be refused");
+		printf("evaluate: evaluator saw %d values\n", seen);
+		CHECK(mlrt_store_set(mlrt_ctx_store(ctx), key, "1", 1) == MLRT_OK, "store");
+	} else {
+		for (size_t j = 0; j < n; j++)
+			v[j] = 1.0f;
+		for (int i = 0; i < k; i++) {
+			CHECK(mlrt_ps_push(ps, keys, NKEYS, v, lens) == MLRT_OK, "push %d", i);
+			usleep(10000);
+		}
+		CHECK(mlrt_store_wait(mlrt_ctx_store(ctx), wait_keys, 1, 60000) == MLRT_OK,
+		      "the evaluator did not finish");
+	}
+	CHECK(mlrt_ps_close(ps) == MLRT_OK, "close");
+	free(v);
+}
+
 #define MANY 600
 #define MANY_LEN 8
 
@@ -359,7 +410,13 @@ int main(int argc, char **argv)
 	}
 	rank = mlrt_rank(ctx);
 	nworkers = mlrt_size(ctx);
-	if (strcmp(argv[1], "sum") == 0)
+	if (strcmp(argv[1], "evaluate") == 0 && argc > 2) {
+		evaluate(ctx, atoi(argv[2]));
+		if (mlrt_ps_role(ctx) == MLRT_ROLE_EVALUATOR) {
+			mlrt_finalize(ctx);
+			return 0;
+		}
+	} else if (strcmp(argv[1], "sum") == 0)
 		sum(ctx);
 	else if (strcmp(argv[1], "sync") == 0 && argc > 2)
 		replay(ctx, MLRT_PS_SYNC, argv[2]);
