@@ -378,8 +378,11 @@ static int fail_over(mlrt_ps *ps, int dead, int64_t when)
 		for (int64_t t = ps->done_upto + 1; t < ps->next_ticket; t++) {
 			request *q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
 
-			if (q->ticket == t && q->parts[rg].waiting && send_part(ps, q, rg, q->in) != MLRT_OK)
-				fail_request(q, MLRT_ERR_IO);
+			if (q->ticket != t || !q->parts[rg].waiting || send_part(ps, q, rg, q->in) == MLRT_OK)
+				continue;
+			fail_request(q, MLRT_ERR_IO);
+			q->parts[rg].waiting = 0;
+			q->pending--;
 		}
 	}
 	return MLRT_OK;
