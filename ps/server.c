@@ -30,83 +30,14 @@
 
 #include "ps/optim.h"
 #include "ps/proto.h"
-#include "ps/shard.h"
+#include "ps/server.h"
 #include "runtime/common.h"
 #include "runtime/ctx.h"
 
 #define POLL_MS 50
 #define ABORT_CHECK_MS 1000
-#define FORWARD_CHECK_MS 100 /* a forward unanswered this long: is the backup down? */
-#define MAX_FRAMES 5         /* routing id, header, keys, lens, vals */
 
-typedef struct ps_key {
-	uint64_t key;
-	size_t len;
-	float *w;         /* the values */
-	float *state;     /* the optimizer's, mlrti_optim_state_floats() * len */
-	float *acc;       /* SYNC: sum of the step's pushes */
-	int64_t acc_step; /* the step acc holds, -1: none */
-	int64_t t;        /* updates applied */
-	UT_hash_handle hh;
-} ps_key;
-
-/* A request kept for later: a queued SYNC push or a waiting pull. */
-typedef struct held {
-	zmq_msg_t f[MAX_FRAMES];
-	int nf;
-	mlrti_ps_hdr h;
-	struct held *next;
-} held;
-
-/* A push taken as primary whose acknowledgement waits for the backup. */
-typedef struct pending_ack {
-	zmq_msg_t route;  /* the worker's routing frame */
-	mlrti_ps_hdr h;   /* the worker's request */
-	uint64_t fid;     /* id of the forward */
-	int backup;       /* forwarded to */
-	int64_t since;    /* when (ms) */
-	struct pending_ack *next;
-} pending_ack;
-
-enum { ROLE_NONE, ROLE_PRIMARY, ROLE_BACKUP };
-
-/* What this server keeps of one key range. */
-typedef struct range {
-	int role;
-	int backup;       /* PRIMARY: the server with the copy; -1: none */
-	int64_t *clock;   /* pushes taken from each worker */
-	uint64_t *seq;    /* sequence number of each worker's last push taken */
-	held **queue;     /* SYNC: each worker's pushes not yet applied (FIFO) */
-	int64_t applied;  /* SYNC: steps applied */
-} range;
-
-typedef struct server {
-	void *zctx, *sock;
-	void **peer;      /* DEALER to each other server, opened on first use */
-	mlrt_store *store;
-	char prefix[256]; /* "<job>/g<gen>/" */
-	int index, nservers, nworkers, replicas;
-	mlrt_ps_opts opts;
-	int have_opts;
-	ps_key *keys;
-	range *ranges;    /* [nservers] */
-	int *left;
-	int nleft;
-	held *waiting;    /* pulls that wait */
-	pending_ack *acks; /* pushes waiting for their backup */
-	int64_t next_backup_check;
-	uint64_t next_fwd;
-	float *vals;      /* aligned copy of a push's values (check_payload) */
-	size_t cap_vals;
-	ps_key **touched; /* SYNC: keys of the step being applied */
-	size_t ntouched, cap_touched;
-	int64_t max_lead; /* BOUNDED: largest lead over the slowest at a served pull */
-	const char *ckpt_dir; /* MLRT_PS_CKPT_DIR: shard checkpoints, or NULL */
-	int64_t ckpt_ms;      /* between them */
-	int64_t next_save;
-} server;
-
-static void held_free(held *r)
+static void held_free(mlrti_ps_held *r)
 {
 	for (int i = 0; i < r->nf; i++)
 		zmq_msg_close(&r->f[i]);
@@ -115,7 +46,7 @@ static void held_free(held *r)
 
 /* ---- keys ---- */
 
-static void key_free(ps_key *k)
+static void key_free(mlrti_ps_key *k)
 {
 	free(k->w);
 	free(k->state);
@@ -125,10 +56,10 @@ static void key_free(ps_key *k)
 
 /* Find key, creating it with len floats from the options' init when
  * absent.  MLRT_ERR_INVALID (why filled) when it has another length. */
-static int key_get(server *s, uint64_t key, size_t len, ps_key **out, char *why, size_t whylen)
+int mlrti_ps_key_get(mlrti_ps_server *s, uint64_t key, size_t len, mlrti_ps_key **out, char *why, size_t whylen)
 {
 	size_t nstate = mlrti_optim_state_floats(s->opts.optimizer) * len;
-	ps_key *k;
+	mlrti_ps_key *k;
 
 	HASH_FIND(hh, s->keys, &key, sizeof(key), k);
 	if (k != NULL) {
@@ -157,9 +88,9 @@ static int key_get(server *s, uint64_t key, size_t len, ps_key **out, char *why,
 	return MLRT_OK;
 }
 
-static ps_key *key_find(server *s, uint64_t key)
+mlrti_ps_key *mlrti_ps_key_find(mlrti_ps_server *s, uint64_t key)
 {
-	ps_key *k;
+	mlrti_ps_key *k;
 
 	HASH_FIND(hh, s->keys, &key, sizeof(key), k);
 	return k;
@@ -185,12 +116,12 @@ static uint64_t word(const unsigned char *b, size_t i)
 	return v;
 }
 
-static int is_push(const held *r)
+static int is_push(const mlrti_ps_held *r)
 {
 	return r->h.op == MLRTI_PS_PUSH || r->h.op == MLRTI_PS_FORWARD;
 }
 
-static int check_payload(server *s, const held *r, payload *p, char *why, size_t whylen)
+static int check_payload(mlrti_ps_server *s, const mlrti_ps_held *r, payload *p, char *why, size_t whylen)
 {
 	size_t n = (size_t)r->h.nkeys, want = is_push(r) ? 5 : 4;
 
@@ -240,11 +171,11 @@ static int check_payload(server *s, const held *r, payload *p, char *why, size_t
 }
 
 /* Create (or check the length of) every key of a request. */
-static int touch_keys(server *s, const held *r, const payload *p, char *why, size_t whylen)
+static int touch_keys(mlrti_ps_server *s, const mlrti_ps_held *r, const payload *p, char *why, size_t whylen)
 {
 	for (size_t i = 0; i < r->h.nkeys; i++) {
-		ps_key *k;
-		int rc = key_get(s, word(p->keys, i), (size_t)word(p->lens, i), &k, why, whylen);
+		mlrti_ps_key *k;
+		int rc = mlrti_ps_key_get(s, word(p->keys, i), (size_t)word(p->lens, i), &k, why, whylen);
 
 		if (rc != MLRT_OK)
 			return rc;
@@ -253,7 +184,7 @@ static int touch_keys(server *s, const held *r, const payload *p, char *why, siz
 }
 
 /* Answer request req of the worker behind routing frame route. */
-static void reply_to(server *s, zmq_msg_t *route, const mlrti_ps_hdr *req, int status,
+void mlrti_ps_reply_to(mlrti_ps_server *s, zmq_msg_t *route, const mlrti_ps_hdr *req, int status,
                      const char *msg, zmq_msg_t *vals)
 {
 	char buf[512];
@@ -278,12 +209,12 @@ static void reply_to(server *s, zmq_msg_t *route, const mlrti_ps_hdr *req, int s
 		zmq_msg_send(vals, s->sock, 0);
 }
 
-static void reply(server *s, held *r, int status, const char *msg, zmq_msg_t *vals)
+static void reply(mlrti_ps_server *s, mlrti_ps_held *r, int status, const char *msg, zmq_msg_t *vals)
 {
-	reply_to(s, &r->f[0], &r->h, status, msg, vals);
+	mlrti_ps_reply_to(s, &r->f[0], &r->h, status, msg, vals);
 }
 
-static int64_t slowest_clock(const server *s, const range *g)
+static int64_t slowest_clock(const mlrti_ps_server *s, const mlrti_ps_range *g)
 {
 	int64_t m = INT64_MAX;
 
@@ -294,9 +225,9 @@ static int64_t slowest_clock(const server *s, const range *g)
 }
 
 /* Whether pull r may be answered now. */
-static int pull_ready(const server *s, const held *r)
+static int pull_ready(const mlrti_ps_server *s, const mlrti_ps_held *r)
 {
-	const range *g = &s->ranges[r->h.range];
+	const mlrti_ps_range *g = &s->ranges[r->h.range];
 
 	switch (s->opts.consistency) {
 	case MLRT_PS_SYNC: return r->h.clock <= g->applied;
@@ -305,7 +236,7 @@ static int pull_ready(const server *s, const held *r)
 	}
 }
 
-static void serve_pull(server *s, held *r)
+static void serve_pull(mlrti_ps_server *s, mlrti_ps_held *r)
 {
 	char why[MLRTI_PS_MSG_MAX];
 	payload p;
@@ -326,7 +257,7 @@ static void serve_pull(server *s, held *r)
 	}
 	out = zmq_msg_data(&vals);
 	for (size_t i = 0; i < r->h.nkeys; i++) {
-		ps_key *k = key_find(s, word(p.keys, i));
+		mlrti_ps_key *k = mlrti_ps_key_find(s, word(p.keys, i));
 
 		memcpy(out, k->w, k->len * sizeof(float));
 		out += k->len;
@@ -342,12 +273,12 @@ static void serve_pull(server *s, held *r)
 }
 
 /* Answer every waiting pull that may be answered now. */
-static void serve_waiting(server *s)
+static void serve_waiting(mlrti_ps_server *s)
 {
-	held **pp = &s->waiting;
+	mlrti_ps_held **pp = &s->waiting;
 
 	while (*pp != NULL) {
-		held *r = *pp;
+		mlrti_ps_held *r = *pp;
 
 		if (!pull_ready(s, r)) {
 			pp = &r->next;
@@ -359,11 +290,11 @@ static void serve_waiting(server *s)
 	}
 }
 
-static int add_touched(server *s, ps_key *k)
+static int add_touched(mlrti_ps_server *s, mlrti_ps_key *k)
 {
 	if (s->ntouched == s->cap_touched) {
 		size_t cap = s->cap_touched ? 2 * s->cap_touched : 256;
-		ps_key **t = realloc(s->touched, cap * sizeof(*t));
+		mlrti_ps_key **t = realloc(s->touched, cap * sizeof(*t));
 
 		if (t == NULL)
 			return MLRT_ERR_NOMEM;
@@ -374,12 +305,12 @@ static int add_touched(server *s, ps_key *k)
 	return MLRT_OK;
 }
 
-static void apply_values(server *s, const payload *p, size_t nkeys)
+static void apply_values(mlrti_ps_server *s, const payload *p, size_t nkeys)
 {
 	const float *g = p->vals;
 
 	for (size_t i = 0; i < nkeys; i++) {
-		ps_key *k = key_find(s, word(p->keys, i));
+		mlrti_ps_key *k = mlrti_ps_key_find(s, word(p->keys, i));
 
 		mlrti_optim_apply(&s->opts, k->w, k->state, g, k->len, &k->t);
 		g += k->len;
@@ -388,7 +319,7 @@ static void apply_values(server *s, const payload *p, size_t nkeys)
 
 /* SYNC: apply every step of range g whose pushes are all in: sum each
  * key's values in worker order, then apply the optimizer once per key. */
-static int apply_steps(server *s, range *g)
+static int apply_steps(mlrti_ps_server *s, mlrti_ps_range *g)
 {
 	for (;;) {
 		for (int w = 0; w < s->nworkers; w++)
@@ -396,7 +327,7 @@ static int apply_steps(server *s, range *g)
 				return MLRT_OK;
 		s->ntouched = 0;
 		for (int w = 0; w < s->nworkers; w++) {
-			held *r = g->queue[w];
+			mlrti_ps_held *r = g->queue[w];
 			char why[8];
 			payload p;
 
@@ -408,7 +339,7 @@ static int apply_steps(server *s, range *g)
 			const float *v = p.vals;
 
 			for (size_t i = 0; i < r->h.nkeys; i++) {
-				ps_key *k = key_find(s, word(p.keys, i));
+				mlrti_ps_key *k = mlrti_ps_key_find(s, word(p.keys, i));
 
 				if (k->acc == NULL && (k->acc = malloc(k->len * sizeof(float))) == NULL)
 					return MLRT_ERR_NOMEM;
@@ -426,7 +357,7 @@ static int apply_steps(server *s, range *g)
 			held_free(r);
 		}
 		for (size_t i = 0; i < s->ntouched; i++) {
-			ps_key *k = s->touched[i];
+			mlrti_ps_key *k = s->touched[i];
 
 			mlrti_optim_apply(&s->opts, k->w, k->state, k->acc, k->len, &k->t);
 		}
@@ -439,9 +370,9 @@ static int apply_steps(server *s, range *g)
  * queue it (SYNC: settle() applies the steps that are complete, once the
  * caller is done with r).  Returns 1 when taken, 0 for a duplicate, or an
  * error (why filled).  r stays the caller's unless queued (*queued set). */
-static int take_push(server *s, held *r, int *queued, char *why, size_t whylen)
+static int take_push(mlrti_ps_server *s, mlrti_ps_held *r, int *queued, char *why, size_t whylen)
 {
-	range *g = &s->ranges[r->h.range];
+	mlrti_ps_range *g = &s->ranges[r->h.range];
 	int w = r->h.worker, rc;
 	payload p;
 
@@ -461,7 +392,7 @@ static int take_push(server *s, held *r, int *queued, char *why, size_t whylen)
 	g->seq[w] = r->h.seq;
 	g->clock[w]++;
 	if (s->opts.consistency == MLRT_PS_SYNC) {
-		held **tail = &g->queue[w];
+		mlrti_ps_held **tail = &g->queue[w];
 
 		while (*tail != NULL)
 			tail = &(*tail)->next;
@@ -476,9 +407,9 @@ static int take_push(server *s, held *r, int *queued, char *why, size_t whylen)
 
 /* After a push into range rg: apply the complete steps (SYNC) and answer
  * the pulls that may now be answered. */
-static void settle(server *s, int rg)
+static void settle(mlrti_ps_server *s, int rg)
 {
-	range *g = &s->ranges[rg];
+	mlrti_ps_range *g = &s->ranges[rg];
 
 	if (s->opts.consistency == MLRT_PS_SYNC && apply_steps(s, g) != MLRT_OK)
 		mlrt_log(MLRT_LOG_ERROR, "ps: server %d: out of memory applying step %" PRId64
@@ -486,273 +417,18 @@ static void settle(server *s, int rg)
 	serve_waiting(s);
 }
 
-/* ---- replication ---- */
-
-/* Whether server i has been marked down (by mlrun, in the store). */
-static int is_down(server *s, int i)
-{
-	char key[400];
-	void *val = NULL;
-	size_t len;
-	int down;
-
-	snprintf(key, sizeof(key), "%sps/down/%d", s->prefix, i);
-	down = mlrt_store_get(s->store, key, &val, &len) == MLRT_OK;
-	free(val);
-	return down;
-}
-
-static void *peer_socket(server *s, int i)
-{
-	char key[400];
-	void *addr = NULL;
-	size_t len;
-	int zero = 0;
-
-	if (s->peer[i] != NULL)
-		return s->peer[i];
-	snprintf(key, sizeof(key), "%sps/server/%d", s->prefix, i);
-	if (mlrt_store_get(s->store, key, &addr, &len) != MLRT_OK)
-		return NULL;
-	s->peer[i] = zmq_socket(s->zctx, ZMQ_DEALER);
-	if (s->peer[i] != NULL &&
-	    (zmq_setsockopt(s->peer[i], ZMQ_LINGER, &zero, sizeof(zero)) != 0 ||
-	     zmq_connect(s->peer[i], addr) != 0)) {
-		zmq_close(s->peer[i]);
-		s->peer[i] = NULL;
-	}
-	free(addr);
-	return s->peer[i];
-}
-
-/* Send push r (taken here as primary of its range) on to backup, and
- * remember to acknowledge it to the worker once the backup has it. */
-static int forward(server *s, held *r, int backup)
-{
-	void *sock = peer_socket(s, backup);
-	mlrti_ps_hdr h = r->h;
-	pending_ack *a;
-	char buf[1024];
-	size_t len;
-
-	if (sock == NULL || (a = calloc(1, sizeof(*a))) == NULL)
-		return MLRT_ERR_UNAVAILABLE;
-	h.op = MLRTI_PS_FORWARD;
-	h.id = ++s->next_fwd;
-	if (mlrti_ps_hdr_encode(&h, 0, buf, sizeof(buf), &len) != MLRT_OK ||
-	    zmq_send(sock, buf, len, ZMQ_SNDMORE) < 0)
-		goto fail;
-	for (int i = 2; i < 5; i++) {
-		zmq_msg_t m;
-
-		zmq_msg_init(&m);
-		zmq_msg_copy(&m, &r->f[i]); /* shares the data */
-		if (zmq_msg_send(&m, sock, i < 4 ? ZMQ_SNDMORE : 0) < 0) {
-			zmq_msg_close(&m);
-			goto fail;
-		}
-	}
-	zmq_msg_init(&a->route);
-	zmq_msg_copy(&a->route, &r->f[0]);
-	a->h = r->h;
-	a->fid = h.id;
-	a->backup = backup;
-	a->since = mlrti_now_ms();
-	a->next = s->acks;
-	s->acks = a;
-	return MLRT_OK;
-fail:
-	free(a);
-	return MLRT_ERR_IO;
-}
-
-static void ack_free(pending_ack *a)
-{
-	zmq_msg_close(&a->route);
-	free(a);
-}
-
-/* The backup answered forward fid: acknowledge the push to its worker. */
-static void forward_done(server *s, uint64_t fid, int status, const char *msg)
-{
-	for (pending_ack **pp = &s->acks; *pp != NULL; pp = &(*pp)->next) {
-		pending_ack *a = *pp;
-
-		if (a->fid != fid)
-			continue;
-		*pp = a->next;
-		reply_to(s, &a->route, &a->h, status, msg, NULL);
-		ack_free(a);
-		return;
-	}
-}
-
-/* Pushes waiting on a backup that is down: acknowledge them, and go on
- * without a copy of the range until the backup is back.  Asks the store
- * once per backup, at most every FORWARD_CHECK_MS. */
-static void check_backups(server *s)
-{
-	int64_t now = mlrti_now_ms();
-	int down[s->nservers];
-
-	if (now < s->next_backup_check)
-		return;
-	s->next_backup_check = now + FORWARD_CHECK_MS;
-	for (int i = 0; i < s->nservers; i++)
-		down[i] = -1; /* not asked */
-	for (pending_ack **pp = &s->acks; *pp != NULL;) {
-		pending_ack *a = *pp;
-		range *g = &s->ranges[a->h.range];
-
-		if (now - a->since >= FORWARD_CHECK_MS && down[a->backup] < 0)
-			down[a->backup] = is_down(s, a->backup);
-		if (down[a->backup] <= 0) {
-			pp = &a->next;
-			continue;
-		}
-		if (g->backup == a->backup) {
-			mlrt_log(MLRT_LOG_WARN, "ps: server %d: backup server %d of range %d is down; "
-			         "the range goes on without a copy", s->index, a->backup, a->h.range);
-			g->backup = -1;
-		}
-		*pp = a->next;
-		reply_to(s, &a->route, &a->h, MLRT_OK, NULL, NULL);
-		ack_free(a);
-	}
-}
-
-/* May this server answer workers for range rg?  A backup takes over its
- * range once the primary is down. */
-static int serves(server *s, int rg)
-{
-	range *g = &s->ranges[rg];
-
-	if (g->role == ROLE_PRIMARY)
-		return 1;
-	if (g->role == ROLE_BACKUP && is_down(s, rg)) {
-		mlrt_log(MLRT_LOG_WARN, "ps: server %d takes over range %d: server %d is down",
-		         s->index, rg, rg);
-		g->role = ROLE_PRIMARY;
-		g->backup = -1;
-		return 1;
-	}
-	return 0;
-}
-
-/* ---- shard checkpoints ---- */
-
-static void shard_dir(const server *s, int i, char *buf, size_t n)
-{
-	snprintf(buf, n, "%s/server-%d", s->ckpt_dir, i);
-}
-
-/* Save the keys of the ranges this server answers for. */
-static int save_shard(server *s)
-{
-	size_t per = mlrti_optim_state_floats(s->opts.optimizer);
-	mlrti_ps_shard sh = {.optimizer = s->opts.optimizer};
-	int64_t i = 0, v = 0, st = 0;
-	char dir[PATH_MAX];
-	ps_key *k, *tmp;
-	int rc;
-
-	HASH_ITER(hh, s->keys, k, tmp) {
-		if (s->ranges[mlrti_ps_server_of(k->key, s->nservers)].role != ROLE_PRIMARY)
-			continue;
-		sh.nkeys++;
-		sh.nvals += (int64_t)k->len;
-		sh.nstate += (int64_t)(per * k->len);
-	}
-	MLRTI_CHECK_GOTO(mlrti_ps_shard_alloc(&sh), rc, out);
-	HASH_ITER(hh, s->keys, k, tmp) {
-		if (s->ranges[mlrti_ps_server_of(k->key, s->nservers)].role != ROLE_PRIMARY)
-			continue;
-		sh.keys[i] = k->key;
-		sh.lens[i] = k->len;
-		sh.updates[i++] = k->t;
-		memcpy(sh.vals + v, k->w, k->len * sizeof(float));
-		v += (int64_t)k->len;
-		if (per > 0)
-			memcpy(sh.state + st, k->state, per * k->len * sizeof(float));
-		st += (int64_t)(per * k->len);
-	}
-	shard_dir(s, s->index, dir, sizeof(dir));
-	rc = mlrti_ps_shard_save(dir, mlrti_wall_ms(), &sh);
-out:
-	mlrti_ps_shard_fini(&sh);
-	if (rc != MLRT_OK)
-		mlrt_log(MLRT_LOG_ERROR, "ps: server %d cannot checkpoint its keys in %s: %s",
-		         s->index, s->ckpt_dir, mlrt_strerror(rc));
-	return rc;
-}
-
-/* Take the keys of range rg from server i's newest shard checkpoint. */
-static void load_range(server *s, int i, int rg)
-{
-	size_t per = mlrti_optim_state_floats(s->opts.optimizer);
-	mlrti_ps_shard sh;
-	char dir[PATH_MAX], why[MLRTI_PS_MSG_MAX];
-	int64_t step, v = 0, st = 0, n = 0;
-	int rc;
-
-	shard_dir(s, i, dir, sizeof(dir));
-	rc = mlrti_ps_shard_load(dir, &sh, &step);
-	if (rc != MLRT_OK) {
-		if (rc != MLRT_ERR_NOT_FOUND)
-			mlrt_log(MLRT_LOG_WARN, "ps: server %d: no usable checkpoint in %s (%s); range %d "
-			         "starts afresh", s->index, dir, mlrt_strerror(rc), rg);
-		return;
-	}
-	int state_ok = sh.optimizer == (int64_t)s->opts.optimizer;
-
-	if (!state_ok)
-		mlrt_log(MLRT_LOG_WARN, "ps: server %d: %s was saved with another optimizer; its "
-		         "values are kept, its optimizer state is not", s->index, dir);
-	for (int64_t k = 0; k < sh.nkeys; k++) {
-		size_t len = (size_t)sh.lens[k];
-		ps_key *key;
-
-		if (mlrti_ps_server_of(sh.keys[k], s->nservers) == rg &&
-		    key_get(s, sh.keys[k], len, &key, why, sizeof(why)) == MLRT_OK &&
-		    v + (int64_t)len <= sh.nvals) {
-			memcpy(key->w, sh.vals + v, len * sizeof(float));
-			if (state_ok && per > 0 && st + (int64_t)(per * len) <= sh.nstate)
-				memcpy(key->state, sh.state + st, per * len * sizeof(float));
-			key->t = state_ok ? sh.updates[k] : 0;
-			n++;
-		}
-		v += (int64_t)len;
-		st += (int64_t)(state_ok ? per * len : 0);
-	}
-	mlrt_log(MLRT_LOG_INFO, "ps: server %d restored %" PRId64 " keys of range %d from %s",
-	         s->index, n, rg, dir);
-	mlrti_ps_shard_fini(&sh);
-}
-
-/* Once the options are known (the first hello): the keys of the ranges
- * this server holds, from the checkpoints of the servers that owned them. */
-static void load_shards(server *s)
-{
-	if (s->ckpt_dir == NULL)
-		return;
-	for (int rg = 0; rg < s->nservers; rg++)
-		if (s->ranges[rg].role != ROLE_NONE)
-			load_range(s, rg, rg);
-	s->next_save = mlrti_now_ms() + s->ckpt_ms;
-}
-
 /* ---- dispatch ---- */
 
 /* A worker's push, to this server as the primary of its range. */
-static void on_push(server *s, held *r)
+static void on_push(mlrti_ps_server *s, mlrti_ps_held *r)
 {
 	char why[MLRTI_PS_MSG_MAX];
-	range *g = &s->ranges[r->h.range];
+	mlrti_ps_range *g = &s->ranges[r->h.range];
 	int rg = r->h.range, queued = 0, rc = take_push(s, r, &queued, why, sizeof(why));
 
 	if (rc < 0) {
 		reply(s, r, rc, why, NULL);
-	} else if (rc == 1 && g->backup >= 0 && forward(s, r, g->backup) == MLRT_OK) {
+	} else if (rc == 1 && g->backup >= 0 && mlrti_ps_forward(s, r, g->backup) == MLRT_OK) {
 		/* acknowledged by forward_done or check_backups */
 	} else {
 		if (rc == 1 && g->backup >= 0) {
@@ -768,12 +444,12 @@ static void on_push(server *s, held *r)
 }
 
 /* A push forwarded by the primary of a range this server backs up. */
-static void on_forward(server *s, held *r)
+static void on_forward(mlrti_ps_server *s, mlrti_ps_held *r)
 {
 	char why[MLRTI_PS_MSG_MAX];
 	int rg = r->h.range, queued = 0, rc = MLRT_ERR_INVALID;
 
-	if (s->ranges[rg].role == ROLE_BACKUP)
+	if (s->ranges[rg].role == MLRTI_PS_BACKUP)
 		rc = take_push(s, r, &queued, why, sizeof(why));
 	else
 		snprintf(why, sizeof(why), "server %d is not the backup of range %d", s->index,
@@ -784,7 +460,7 @@ static void on_forward(server *s, held *r)
 	settle(s, rg);
 }
 
-static void on_hello(server *s, held *r)
+static void on_hello(mlrti_ps_server *s, mlrti_ps_held *r)
 {
 	char why[MLRTI_PS_MSG_MAX];
 	int rc = MLRT_OK;
@@ -801,7 +477,7 @@ static void on_hello(server *s, held *r)
 		if (rc == MLRT_OK) {
 			s->opts = r->h.opts;
 			s->have_opts = 1;
-			load_shards(s);
+			mlrti_ps_load_shards(s);
 		}
 	} else if (memcmp(&s->opts, &r->h.opts, offsetof(mlrt_ps_opts, timeout_ms)) != 0) {
 		snprintf(why, sizeof(why), "worker %d opened with other options than the first "
@@ -812,7 +488,7 @@ static void on_hello(server *s, held *r)
 	held_free(r);
 }
 
-static void on_request(server *s, held *r)
+static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
 {
 	char why[MLRTI_PS_MSG_MAX];
 	payload p;
@@ -853,7 +529,7 @@ static void on_request(server *s, held *r)
 		held_free(r);
 		return;
 	}
-	if (!serves(s, r->h.range)) {
+	if (!mlrti_ps_serves(s, r->h.range)) {
 		snprintf(why, sizeof(why), "server %d does not serve range %d", s->index, r->h.range);
 		reply(s, r, MLRT_ERR_UNAVAILABLE, why, NULL);
 		held_free(r);
@@ -887,10 +563,10 @@ static void on_request(server *s, held *r)
 /* Receive one multipart message from sock into r's frames (a DEALER's
  * messages get an empty routing frame first, so that frame 1 is always
  * the header). */
-static held *receive(server *s, void *sock, int routed)
+static mlrti_ps_held *receive(mlrti_ps_server *s, void *sock, int routed)
 {
 	char why[MLRTI_PS_MSG_MAX];
-	held *r = calloc(1, sizeof(*r));
+	mlrti_ps_held *r = calloc(1, sizeof(*r));
 	int more = 1;
 
 	if (r == NULL)
@@ -906,7 +582,7 @@ static held *receive(server *s, void *sock, int routed)
 			break;
 		}
 		more = zmq_msg_more(&m);
-		if (r->nf < MAX_FRAMES)
+		if (r->nf < MLRTI_PS_MAX_FRAMES)
 			r->f[r->nf++] = m;
 		else
 			zmq_msg_close(&m);
@@ -924,7 +600,7 @@ static held *receive(server *s, void *sock, int routed)
 	return NULL;
 }
 
-static int publish(server *s)
+static int publish(mlrti_ps_server *s)
 {
 	char last[256], host[256], key[512], addr[600];
 	size_t n = sizeof(last);
@@ -939,26 +615,26 @@ static int publish(server *s)
 	return mlrt_store_set(s->store, key, addr, strlen(addr));
 }
 
-static void free_list(held *r)
+static void free_list(mlrti_ps_held *r)
 {
 	while (r != NULL) {
-		held *next = r->next;
+		mlrti_ps_held *next = r->next;
 
 		held_free(r);
 		r = next;
 	}
 }
 
-static void server_fini(server *s)
+static void server_fini(mlrti_ps_server *s)
 {
-	ps_key *k, *tmp;
+	mlrti_ps_key *k, *tmp;
 
 	HASH_ITER(hh, s->keys, k, tmp) {
 		HASH_DEL(s->keys, k);
 		key_free(k);
 	}
 	for (int i = 0; s->ranges != NULL && i < s->nservers; i++) {
-		range *g = &s->ranges[i];
+		mlrti_ps_range *g = &s->ranges[i];
 
 		for (int w = 0; g->queue != NULL && w < s->nworkers; w++)
 			free_list(g->queue[w]);
@@ -969,10 +645,10 @@ static void server_fini(server *s)
 	free(s->ranges);
 	free_list(s->waiting);
 	while (s->acks != NULL) {
-		pending_ack *a = s->acks;
+		mlrti_ps_ack *a = s->acks;
 
 		s->acks = a->next;
-		ack_free(a);
+		mlrti_ps_ack_free(a);
 	}
 	for (int i = 0; s->peer != NULL && i < s->nservers; i++)
 		if (s->peer[i] != NULL)
@@ -988,7 +664,7 @@ static void server_fini(server *s)
 	free(s->left);
 }
 
-static int server_init(server *s, mlrt_ctx *ctx)
+static int server_init(mlrti_ps_server *s, mlrt_ctx *ctx)
 {
 	int linger = 2000;
 
@@ -1008,7 +684,7 @@ static int server_init(server *s, mlrt_ctx *ctx)
 	if (s->left == NULL || s->ranges == NULL || s->peer == NULL)
 		return MLRT_ERR_NOMEM;
 	for (int i = 0; i < s->nservers; i++) {
-		range *g = &s->ranges[i];
+		mlrti_ps_range *g = &s->ranges[i];
 
 		g->backup = -1;
 		g->clock = calloc((size_t)s->nworkers, sizeof(*g->clock));
@@ -1018,10 +694,10 @@ static int server_init(server *s, mlrt_ctx *ctx)
 			return MLRT_ERR_NOMEM;
 	}
 	/* Range i's primary is server i; its backup, server i+1. */
-	s->ranges[s->index].role = ROLE_PRIMARY;
+	s->ranges[s->index].role = MLRTI_PS_PRIMARY;
 	if (s->replicas > 0 && s->nservers > 1) {
 		s->ranges[s->index].backup = (s->index + 1) % s->nservers;
-		s->ranges[(s->index + s->nservers - 1) % s->nservers].role = ROLE_BACKUP;
+		s->ranges[(s->index + s->nservers - 1) % s->nservers].role = MLRTI_PS_BACKUP;
 	}
 	if (mlrt_store_open(mlrti_ctx_store_addr(ctx), &s->store) != MLRT_OK)
 		return MLRT_ERR_UNAVAILABLE;
@@ -1038,7 +714,7 @@ static int server_init(server *s, mlrt_ctx *ctx)
 
 /* Take what arrived: requests on the ROUTER, the backups' answers to
  * forwards on the peer sockets. */
-static void poll_once(server *s)
+static void poll_once(mlrti_ps_server *s)
 {
 	zmq_pollitem_t items[1 + s->nservers];
 	int n = 1;
@@ -1050,7 +726,7 @@ static void poll_once(server *s)
 	if (zmq_poll(items, n, POLL_MS) <= 0)
 		return;
 	if (items[0].revents & ZMQ_POLLIN) {
-		held *r = receive(s, s->sock, 1);
+		mlrti_ps_held *r = receive(s, s->sock, 1);
 
 		if (r != NULL)
 			on_request(s, r);
@@ -1058,10 +734,10 @@ static void poll_once(server *s)
 	for (int k = 1; k < n; k++) {
 		if (!(items[k].revents & ZMQ_POLLIN))
 			continue;
-		held *r = receive(s, items[k].socket, 0);
+		mlrti_ps_held *r = receive(s, items[k].socket, 0);
 
 		if (r != NULL) {
-			forward_done(s, r->h.id, r->h.status, r->h.msg[0] ? r->h.msg : NULL);
+			mlrti_ps_forward_done(s, r->h.id, r->h.status, r->h.msg[0] ? r->h.msg : NULL);
 			held_free(r);
 		}
 	}
@@ -1070,7 +746,7 @@ static void poll_once(server *s)
 int mlrt_ps_serve(mlrt_ctx *ctx)
 {
 	char abort_key[300];
-	server s = {0};
+	mlrti_ps_server s = {0};
 	int64_t next_check = 0;
 	int rc;
 
@@ -1086,9 +762,9 @@ int mlrt_ps_serve(mlrt_ctx *ctx)
 	while (s.nleft < s.nworkers) {
 		poll_once(&s);
 		if (s.acks != NULL)
-			check_backups(&s);
+			mlrti_ps_check_backups(&s);
 		if (s.ckpt_dir != NULL && s.have_opts && mlrti_now_ms() >= s.next_save) {
-			save_shard(&s);
+			mlrti_ps_save_shard(&s);
 			s.next_save = mlrti_now_ms() + s.ckpt_ms;
 		}
 		if (mlrti_now_ms() >= next_check) {
@@ -1106,7 +782,7 @@ int mlrt_ps_serve(mlrt_ctx *ctx)
 		}
 	}
 	if (s.ckpt_dir != NULL && s.have_opts)
-		save_shard(&s);
+		mlrti_ps_save_shard(&s);
 	if (s.opts.consistency == MLRT_PS_BOUNDED)
 		mlrt_log(MLRT_LOG_INFO, "ps: server %d: every worker has closed; pulls were answered "
 		         "at most %" PRId64 " pushes ahead of the slowest worker (staleness %d)",

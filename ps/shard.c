@@ -1,14 +1,37 @@
-/* Saving and loading a parameter server's keys with ckpt/ (shard.h). */
+/* A parameter server's keys in checkpoints (--ps-ckpt-dir): flattened
+ * into arrays, saved through ckpt/ in DIR/server-<i>/step-N/ (N: wall-clock
+ * ms, the last 2 kept), and loaded back on a (re)start. */
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <uthash.h>
 
 #include <mlrt/ckpt.h>
 
 #include "ckpt/ckpt.h"
-#include "ps/shard.h"
+#include "ps/optim.h"
+#include "ps/server.h"
 #include "runtime/common.h"
 
-int mlrti_ps_shard_alloc(mlrti_ps_shard *sh)
+/* The keys as flat arrays. */
+typedef struct flat {
+	int64_t optimizer;  /* the mlrt_ps_optimizer the state belongs to */
+	int64_t nkeys;
+	int64_t nvals;      /* floats of all the keys' values */
+	int64_t nstate;     /* floats of all the keys' optimizer state */
+	uint64_t *keys;     /* [nkeys] */
+	uint64_t *lens;     /* [nkeys] */
+	int64_t *updates;   /* [nkeys] updates applied (Adam's step) */
+	float *vals;        /* [nvals] key after key */
+	float *state;       /* [nstate] key after key */
+} flat;
+
+static void flat_fini(flat *sh);
+
+static int flat_alloc(flat *sh)
 {
 	size_t n = (size_t)sh->nkeys;
 
@@ -19,13 +42,13 @@ int mlrti_ps_shard_alloc(mlrti_ps_shard *sh)
 	sh->state = calloc((size_t)sh->nstate + 1, sizeof(*sh->state));
 	if (sh->keys == NULL || sh->lens == NULL || sh->updates == NULL || sh->vals == NULL ||
 	    sh->state == NULL) {
-		mlrti_ps_shard_fini(sh);
+		flat_fini(sh);
 		return MLRT_ERR_NOMEM;
 	}
 	return MLRT_OK;
 }
 
-void mlrti_ps_shard_fini(mlrti_ps_shard *sh)
+static void flat_fini(flat *sh)
 {
 	free(sh->keys);
 	free(sh->lens);
@@ -38,7 +61,7 @@ void mlrti_ps_shard_fini(mlrti_ps_shard *sh)
 }
 
 /* The sizes, as metadata in the manifest. */
-static int add_sizes(mlrt_ckpt *ck, mlrti_ps_shard *sh)
+static int add_sizes(mlrt_ckpt *ck, flat *sh)
 {
 	int rc;
 
@@ -50,7 +73,7 @@ out:
 	return rc;
 }
 
-static int add_arrays(mlrt_ckpt *ck, mlrti_ps_shard *sh)
+static int add_arrays(mlrt_ckpt *ck, flat *sh)
 {
 	size_t n = (size_t)sh->nkeys;
 	int rc;
@@ -78,9 +101,9 @@ static mlrt_ckpt *open_dir(const char *dir)
 	return ck;
 }
 
-int mlrti_ps_shard_save(const char *dir, int64_t step, const mlrti_ps_shard *sh)
+static int flat_save(const char *dir, int64_t step, const flat *sh)
 {
-	mlrti_ps_shard copy = *sh; /* the API takes non-const buffers */
+	flat copy = *sh; /* the API takes non-const buffers */
 	mlrt_ckpt *ck = open_dir(dir);
 	int rc;
 
@@ -94,7 +117,7 @@ out:
 	return rc;
 }
 
-int mlrti_ps_shard_load(const char *dir, mlrti_ps_shard *sh, int64_t *step)
+static int flat_load(const char *dir, flat *sh, int64_t *step)
 {
 	mlrt_ckpt *ck = open_dir(dir);
 	int rc;
@@ -111,13 +134,116 @@ int mlrti_ps_shard_load(const char *dir, mlrti_ps_shard *sh, int64_t *step)
 	/* ... then the arrays, from the same step: nothing writes here now. */
 	if ((ck = open_dir(dir)) == NULL)
 		return MLRT_ERR_IO;
-	MLRTI_CHECK_GOTO(mlrti_ps_shard_alloc(sh), rc, out);
+	MLRTI_CHECK_GOTO(flat_alloc(sh), rc, out);
 	MLRTI_CHECK_GOTO(add_sizes(ck, sh), rc, out);
 	MLRTI_CHECK_GOTO(add_arrays(ck, sh), rc, out);
 	rc = mlrt_ckpt_restore(ck, step);
 out:
 	mlrt_ckpt_close(ck);
 	if (rc != MLRT_OK)
-		mlrti_ps_shard_fini(sh);
+		flat_fini(sh);
 	return rc;
 }
+
+/* ---- a server's keys ---- */
+
+static void shard_dir(const mlrti_ps_server *s, int i, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s/server-%d", s->ckpt_dir, i);
+}
+
+/* Save the keys of the ranges this server answers for. */
+int mlrti_ps_save_shard(mlrti_ps_server *s)
+{
+	size_t per = mlrti_optim_state_floats(s->opts.optimizer);
+	flat sh = {.optimizer = s->opts.optimizer};
+	int64_t i = 0, v = 0, st = 0;
+	char dir[PATH_MAX];
+	mlrti_ps_key *k, *tmp;
+	int rc;
+
+	HASH_ITER(hh, s->keys, k, tmp) {
+		if (s->ranges[mlrti_ps_server_of(k->key, s->nservers)].role != MLRTI_PS_PRIMARY)
+			continue;
+		sh.nkeys++;
+		sh.nvals += (int64_t)k->len;
+		sh.nstate += (int64_t)(per * k->len);
+	}
+	MLRTI_CHECK_GOTO(flat_alloc(&sh), rc, out);
+	HASH_ITER(hh, s->keys, k, tmp) {
+		if (s->ranges[mlrti_ps_server_of(k->key, s->nservers)].role != MLRTI_PS_PRIMARY)
+			continue;
+		sh.keys[i] = k->key;
+		sh.lens[i] = k->len;
+		sh.updates[i++] = k->t;
+		memcpy(sh.vals + v, k->w, k->len * sizeof(float));
+		v += (int64_t)k->len;
+		if (per > 0)
+			memcpy(sh.state + st, k->state, per * k->len * sizeof(float));
+		st += (int64_t)(per * k->len);
+	}
+	shard_dir(s, s->index, dir, sizeof(dir));
+	rc = flat_save(dir, mlrti_wall_ms(), &sh);
+out:
+	flat_fini(&sh);
+	if (rc != MLRT_OK)
+		mlrt_log(MLRT_LOG_ERROR, "ps: server %d cannot checkpoint its keys in %s: %s",
+		         s->index, s->ckpt_dir, mlrt_strerror(rc));
+	return rc;
+}
+
+/* Take the keys of range rg from server i's newest shard checkpoint. */
+static void load_range(mlrti_ps_server *s, int i, int rg)
+{
+	size_t per = mlrti_optim_state_floats(s->opts.optimizer);
+	flat sh;
+	char dir[PATH_MAX], why[MLRTI_PS_MSG_MAX];
+	int64_t step, v = 0, st = 0, n = 0;
+	int rc;
+
+	shard_dir(s, i, dir, sizeof(dir));
+	rc = flat_load(dir, &sh, &step);
+	if (rc != MLRT_OK) {
+		if (rc != MLRT_ERR_NOT_FOUND)
+			mlrt_log(MLRT_LOG_WARN, "ps: server %d: no usable checkpoint in %s (%s); range %d "
+			         "starts afresh", s->index, dir, mlrt_strerror(rc), rg);
+		return;
+	}
+	int state_ok = sh.optimizer == (int64_t)s->opts.optimizer;
+
+	if (!state_ok)
+		mlrt_log(MLRT_LOG_WARN, "ps: server %d: %s was saved with another optimizer; its "
+		         "values are kept, its optimizer state is not", s->index, dir);
+	for (int64_t k = 0; k < sh.nkeys; k++) {
+		size_t len = (size_t)sh.lens[k];
+		mlrti_ps_key *key;
+
+		if (mlrti_ps_server_of(sh.keys[k], s->nservers) == rg &&
+		    mlrti_ps_key_get(s, sh.keys[k], len, &key, why, sizeof(why)) == MLRT_OK &&
+		    v + (int64_t)len <= sh.nvals) {
+			memcpy(key->w, sh.vals + v, len * sizeof(float));
+			if (state_ok && per > 0 && st + (int64_t)(per * len) <= sh.nstate)
+				memcpy(key->state, sh.state + st, per * len * sizeof(float));
+			key->t = state_ok ? sh.updates[k] : 0;
+			n++;
+		}
+		v += (int64_t)len;
+		st += (int64_t)(state_ok ? per * len : 0);
+	}
+	mlrt_log(MLRT_LOG_INFO, "ps: server %d restored %" PRId64 " keys of range %d from %s",
+	         s->index, n, rg, dir);
+	flat_fini(&sh);
+}
+
+/* Once the options are known (the first hello): the keys of the ranges
+ * this server holds, from the checkpoints of the servers that owned them. */
+void mlrti_ps_load_shards(mlrti_ps_server *s)
+{
+	if (s->ckpt_dir == NULL)
+		return;
+	for (int rg = 0; rg < s->nservers; rg++)
+		if (s->ranges[rg].role != MLRTI_PS_NO_ROLE)
+			load_range(s, rg, rg);
+	s->next_save = mlrti_now_ms() + s->ckpt_ms;
+}
+

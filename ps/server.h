@@ -1,0 +1,122 @@
+/* The parameter server's state, shared by server.c (serving), replica.c
+ * (replication) and shard.c (checkpoints of its keys).  Not installed.
+ * Everything here belongs to the server's one thread. */
+#ifndef MLRT_PS_SERVER_H
+#define MLRT_PS_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uthash.h>
+#include <zmq.h>
+
+#include <mlrt/ps.h>
+#include <mlrt/store.h>
+
+#include "ps/proto.h"
+
+#define MLRTI_PS_MAX_FRAMES 5 /* routing id, header, keys, lens, vals */
+
+typedef struct mlrti_ps_key {
+	uint64_t key;
+	size_t len;
+	float *w;         /* the values */
+	float *state;     /* the optimizer's, mlrti_optim_state_floats() * len */
+	float *acc;       /* SYNC: sum of the step's pushes */
+	int64_t acc_step; /* the step acc holds, -1: none */
+	int64_t t;        /* updates applied */
+	UT_hash_handle hh;
+} mlrti_ps_key;
+
+/* A request kept for later: a queued SYNC push or a waiting pull. */
+typedef struct mlrti_ps_held {
+	zmq_msg_t f[MLRTI_PS_MAX_FRAMES];
+	int nf;
+	mlrti_ps_hdr h;
+	struct mlrti_ps_held *next;
+} mlrti_ps_held;
+
+/* A push taken as primary whose acknowledgement waits for the backup. */
+typedef struct mlrti_ps_ack {
+	zmq_msg_t route;  /* the worker's routing frame */
+	mlrti_ps_hdr h;   /* the worker's request */
+	uint64_t fid;     /* id of the forward */
+	int backup;       /* forwarded to */
+	int64_t since;    /* when (ms) */
+	struct mlrti_ps_ack *next;
+} mlrti_ps_ack;
+
+/* What a server is for a key range. */
+enum { MLRTI_PS_NO_ROLE, MLRTI_PS_PRIMARY, MLRTI_PS_BACKUP };
+
+/* What this server keeps of one key range. */
+typedef struct mlrti_ps_range {
+	int role;
+	int backup;       /* PRIMARY: the server with the copy; -1: none */
+	int64_t *clock;   /* pushes taken from each worker */
+	uint64_t *seq;    /* sequence number of each worker's last push taken */
+	mlrti_ps_held **queue;     /* SYNC: each worker's pushes not yet applied (FIFO) */
+	int64_t applied;  /* SYNC: steps applied */
+} mlrti_ps_range;
+
+typedef struct mlrti_ps_server {
+	void *zctx, *sock;
+	void **peer;      /* DEALER to each other server, opened on first use */
+	mlrt_store *store;
+	char prefix[256]; /* "<job>/g<gen>/" */
+	int index, nservers, nworkers, replicas;
+	mlrt_ps_opts opts;
+	int have_opts;
+	mlrti_ps_key *keys;
+	mlrti_ps_range *ranges;    /* [nservers] */
+	int *left;
+	int nleft;
+	mlrti_ps_held *waiting;    /* pulls that wait */
+	mlrti_ps_ack *acks; /* pushes waiting for their backup */
+	int64_t next_backup_check;
+	uint64_t next_fwd;
+	float *vals;      /* aligned copy of a push's values (check_payload) */
+	size_t cap_vals;
+	mlrti_ps_key **touched; /* SYNC: keys of the step being applied */
+	size_t ntouched, cap_touched;
+	int64_t max_lead; /* BOUNDED: largest lead over the slowest at a served pull */
+	const char *ckpt_dir; /* MLRT_PS_CKPT_DIR: shard checkpoints, or NULL */
+	int64_t ckpt_ms;      /* between them */
+	int64_t next_save;
+} mlrti_ps_server;
+
+
+/* Find key, creating it with len floats from the options' init when
+ * absent.  MLRT_ERR_INVALID (why filled) when it has another length. */
+int mlrti_ps_key_get(mlrti_ps_server *s, uint64_t key, size_t len, mlrti_ps_key **out, char *why,
+                     size_t whylen);
+mlrti_ps_key *mlrti_ps_key_find(mlrti_ps_server *s, uint64_t key);
+
+/* Answer request req of the worker (or server) behind routing frame route. */
+void mlrti_ps_reply_to(mlrti_ps_server *s, zmq_msg_t *route, const mlrti_ps_hdr *req, int status,
+                       const char *msg, zmq_msg_t *vals);
+
+/* replica.c */
+
+/* Send push r (taken here as primary of its range) on to backup, and
+ * acknowledge it to the worker once the backup has it. */
+int mlrti_ps_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup);
+/* The backup answered forward fid. */
+void mlrti_ps_forward_done(mlrti_ps_server *s, uint64_t fid, int status, const char *msg);
+/* Acknowledge the pushes waiting on a backup that is down (at most every
+ * 100 ms, one store lookup per backup). */
+void mlrti_ps_check_backups(mlrti_ps_server *s);
+/* May this server answer workers for range rg?  A backup takes over once
+ * the primary is marked down. */
+int mlrti_ps_serves(mlrti_ps_server *s, int rg);
+void mlrti_ps_ack_free(mlrti_ps_ack *a);
+
+/* shard.c */
+
+/* Save the keys of the ranges this server answers for (blocks). */
+int mlrti_ps_save_shard(mlrti_ps_server *s);
+/* Load the keys of every range this server holds from the newest valid
+ * checkpoints (once the options are known). */
+void mlrti_ps_load_shards(mlrti_ps_server *s);
+
+#endif
