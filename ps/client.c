@@ -64,7 +64,9 @@ struct mlrt_ps {
 	int *primary;      /* [range]: the server answering for it */
 	uint64_t *seq;     /* [range]: pushes sent to it */
 	int64_t *moved_at; /* [range]: wall-clock ms its server died, 0: not moved */
+	int *moved_from;   /* [range]: that server */
 	int replicas;
+	char (*addr)[256]; /* [server]: the address its socket is connected to */
 	mlrt_store *store; /* the ctx's: down servers are marked there */
 	char prefix[256];
 	int error;         /* first error since the last wait */
@@ -331,7 +333,7 @@ static void take_reply(mlrt_ps *ps, int s)
 	if (ps->moved_at[h.range] > 0) {
 		mlrt_log(MLRT_LOG_WARN, "ps: worker %d: server %d answered for range %d %" PRId64
 		         " ms after server %d died", ps->worker, s, h.range,
-		         mlrti_wall_ms() - ps->moved_at[h.range], h.range);
+		         mlrti_wall_ms() - ps->moved_at[h.range], ps->moved_from[h.range]);
 		ps->moved_at[h.range] = 0;
 	}
 	q->parts[h.range].waiting = 0;
@@ -354,6 +356,28 @@ static int64_t down_since(mlrt_ps *ps, int i)
 	return when;
 }
 
+static int connect_server(mlrt_ps *ps, mlrt_store *st, const char *prefix, int s, int timeout);
+
+/* Who answers for range rg now that server dead is down: the primary in
+ * the servers' range map (<gen>/ps/range/<rg> = "primary backup") when it
+ * is another server, else the backup; -1 when no copy is left. */
+static int successor(mlrt_ps *ps, int rg, int dead)
+{
+	char key[400];
+	void *val = NULL;
+	size_t len;
+	int p = -1, b = -1, to;
+
+	snprintf(key, sizeof(key), "%sps/range/%d", ps->prefix, rg);
+	if (mlrt_store_get(ps->store, key, &val, &len) != MLRT_OK || sscanf(val, "%d %d", &p, &b) != 2)
+		p = -1, b = -1;
+	free(val);
+	to = p >= 0 && p != dead ? p : b;
+	if (ps->replicas == 0 || to < 0 || to >= ps->nservers || to == dead || down_since(ps, to) > 0)
+		return -1;
+	return to;
+}
+
 /* Server s is down: its ranges go to their backups, and every request
  * still waiting on it is sent again there (pushes keep their numbers, so
  * the backup applies each once). */
@@ -362,10 +386,10 @@ static int fail_over(mlrt_ps *ps, int dead, int64_t when)
 	for (int rg = 0; rg < ps->nservers; rg++) {
 		if (ps->primary[rg] != dead)
 			continue;
-		int to = (rg + 1) % ps->nservers;
+		int to = successor(ps, rg, dead);
 
-		if (ps->replicas == 0 || to == dead || to != (dead + 1) % ps->nservers ||
-		    down_since(ps, to) > 0) {
+		if (to < 0 || connect_server(ps, ps->store, ps->prefix, to, ps->opts.timeout_ms) !=
+		                      MLRT_OK) {
 			mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: server %d is down and range %d has no "
 			         "copy left%s", ps->worker, dead, rg,
 			         ps->replicas == 0 ? " (replication is off: --ps-replicas 1)" : "");
@@ -375,6 +399,7 @@ static int fail_over(mlrt_ps *ps, int dead, int64_t when)
 		         "backup, server %d", ps->worker, dead, rg, to);
 		ps->primary[rg] = to;
 		ps->moved_at[rg] = when;
+		ps->moved_from[rg] = dead;
 		for (int64_t t = ps->done_upto + 1; t < ps->next_ticket; t++) {
 			request *q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
 
@@ -630,7 +655,8 @@ int mlrt_ps_init(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const size_t *
 	return rc != MLRT_OK ? rc : round_trip(ps, MLRTI_PS_INIT, 0, keys, nkeys, NULL, NULL, lens);
 }
 
-/* Connect to server s at the address it published in the store. */
+/* Connect to server s at the address it published in the store (again,
+ * when a restarted server published a new one). */
 static int connect_server(mlrt_ps *ps, mlrt_store *st, const char *prefix, int s, int timeout)
 {
 	char key[512];
@@ -648,6 +674,13 @@ static int connect_server(mlrt_ps *ps, mlrt_store *st, const char *prefix, int s
 		         ps->worker, s, mlrt_strerror(rc));
 		return rc;
 	}
+	if (ps->sock[s] != NULL && strcmp(ps->addr[s], addr) == 0) {
+		free(addr);
+		return MLRT_OK;
+	}
+	if (ps->sock[s] != NULL)
+		zmq_close(ps->sock[s]);
+	snprintf(ps->addr[s], sizeof(ps->addr[s]), "%s", (char *)addr);
 	ps->sock[s] = zmq_socket(ps->zctx, ZMQ_DEALER);
 	if (ps->sock[s] == NULL || zmq_setsockopt(ps->sock[s], ZMQ_LINGER, &zero, sizeof(zero)) ||
 	    zmq_connect(ps->sock[s], addr) != 0) {
@@ -698,9 +731,11 @@ int mlrt_ps_open_opts(mlrt_ctx *ctx, const mlrt_ps_opts *o, mlrt_ps **out)
 	ps->primary = calloc((size_t)ps->nservers, sizeof(*ps->primary));
 	ps->seq = calloc((size_t)ps->nservers, sizeof(*ps->seq));
 	ps->moved_at = calloc((size_t)ps->nservers, sizeof(*ps->moved_at));
+	ps->addr = calloc((size_t)ps->nservers, sizeof(*ps->addr));
+	ps->moved_from = calloc((size_t)ps->nservers, sizeof(*ps->moved_from));
 	ps->zctx = zmq_ctx_new();
 	if (ps->sock == NULL || ps->primary == NULL || ps->seq == NULL || ps->moved_at == NULL ||
-	    ps->zctx == NULL) {
+	    ps->addr == NULL || ps->moved_from == NULL || ps->zctx == NULL) {
 		rc = MLRT_ERR_NOMEM;
 		goto fail;
 	}
@@ -755,6 +790,8 @@ int mlrt_ps_close(mlrt_ps *ps)
 	free(ps->primary);
 	free(ps->seq);
 	free(ps->moved_at);
+	free(ps->addr);
+	free(ps->moved_from);
 	free(ps);
 	return rc;
 }

@@ -141,11 +141,23 @@ void mlrti_ps_check_backups(mlrti_ps_server *s)
 			mlrt_log(MLRT_LOG_WARN, "ps: server %d: backup server %d of range %d is down; "
 			         "the range goes on without a copy", s->index, a->backup, a->h.range);
 			g->backup = -1;
+			mlrti_ps_publish_range(s, a->h.range);
 		}
 		*pp = a->next;
 		mlrti_ps_reply_to(s, &a->route, &a->h, MLRT_OK, NULL, NULL);
 		mlrti_ps_ack_free(a);
 	}
+}
+
+void mlrti_ps_publish_range(mlrti_ps_server *s, int rg)
+{
+	char key[400], val[32];
+
+	snprintf(key, sizeof(key), "%sps/range/%d", s->prefix, rg);
+	snprintf(val, sizeof(val), "%d %d", s->index, s->ranges[rg].backup);
+	if (mlrt_store_set(s->store, key, val, strlen(val)) != MLRT_OK)
+		mlrt_log(MLRT_LOG_WARN, "ps: server %d cannot record range %d in the store", s->index,
+		         rg);
 }
 
 /* May this server answer workers for range rg?  A backup takes over its
@@ -156,11 +168,12 @@ int mlrti_ps_serves(mlrti_ps_server *s, int rg)
 
 	if (g->role == MLRTI_PS_PRIMARY)
 		return 1;
-	if (g->role == MLRTI_PS_BACKUP && is_down(s, rg)) {
+	if (g->role == MLRTI_PS_BACKUP && !g->catching_up && is_down(s, g->primary)) {
 		mlrt_log(MLRT_LOG_WARN, "ps: server %d takes over range %d: server %d is down",
-		         s->index, rg, rg);
+		         s->index, rg, g->primary);
 		g->role = MLRTI_PS_PRIMARY;
 		g->backup = -1;
+		mlrti_ps_publish_range(s, rg);
 		return 1;
 	}
 	return 0;

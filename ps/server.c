@@ -435,6 +435,7 @@ static void on_push(mlrti_ps_server *s, mlrti_ps_held *r)
 			mlrt_log(MLRT_LOG_WARN, "ps: server %d: cannot reach backup %d; range %d goes "
 			         "on without a copy", s->index, g->backup, r->h.range);
 			g->backup = -1;
+			mlrti_ps_publish_range(s, rg);
 		}
 		reply(s, r, MLRT_OK, NULL, NULL);
 	}
@@ -666,7 +667,7 @@ static void server_fini(mlrti_ps_server *s)
 
 static int server_init(mlrti_ps_server *s, mlrt_ctx *ctx)
 {
-	int linger = 2000;
+	int linger = 2000, rc;
 
 	s->index = mlrt_rank(ctx);
 	s->nservers = mlrti_ctx_num_servers(ctx);
@@ -696,8 +697,11 @@ static int server_init(mlrti_ps_server *s, mlrt_ctx *ctx)
 	/* Range i's primary is server i; its backup, server i+1. */
 	s->ranges[s->index].role = MLRTI_PS_PRIMARY;
 	if (s->replicas > 0 && s->nservers > 1) {
+		int prev = (s->index + s->nservers - 1) % s->nservers;
+
 		s->ranges[s->index].backup = (s->index + 1) % s->nservers;
-		s->ranges[(s->index + s->nservers - 1) % s->nservers].role = MLRTI_PS_BACKUP;
+		s->ranges[prev].role = MLRTI_PS_BACKUP;
+		s->ranges[prev].primary = prev;
 	}
 	if (mlrt_store_open(mlrti_ctx_store_addr(ctx), &s->store) != MLRT_OK)
 		return MLRT_ERR_UNAVAILABLE;
@@ -709,7 +713,10 @@ static int server_init(mlrti_ps_server *s, mlrt_ctx *ctx)
 		         zmq_strerror(zmq_errno()));
 		return MLRT_ERR_IO;
 	}
-	return publish(s);
+	MLRTI_CHECK_GOTO(publish(s), rc, out);
+	mlrti_ps_publish_range(s, s->index);
+out:
+	return rc;
 }
 
 /* Take what arrived: requests on the ROUTER, the backups' answers to

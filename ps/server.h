@@ -53,6 +53,8 @@ enum { MLRTI_PS_NO_ROLE, MLRTI_PS_PRIMARY, MLRTI_PS_BACKUP };
 typedef struct mlrti_ps_range {
 	int role;
 	int backup;       /* PRIMARY: the server with the copy; -1: none */
+	int primary;      /* BACKUP: the server answering for the range */
+	int catching_up;  /* BACKUP: waiting for the primary's snapshot */
 	int64_t *clock;   /* pushes taken from each worker */
 	uint64_t *seq;    /* sequence number of each worker's last push taken */
 	mlrti_ps_held **queue;     /* SYNC: each worker's pushes not yet applied (FIFO) */
@@ -110,6 +112,10 @@ void mlrti_ps_check_backups(mlrti_ps_server *s);
  * the primary is marked down. */
 int mlrti_ps_serves(mlrti_ps_server *s, int rg);
 void mlrti_ps_ack_free(mlrti_ps_ack *a);
+/* As primary of range rg, record in the store who answers for it and who
+ * holds the copy: "<gen>/ps/range/<rg>" = "primary backup" (for workers
+ * failing over). */
+void mlrti_ps_publish_range(mlrti_ps_server *s, int rg);
 
 /* shard.c */
 
