@@ -21,6 +21,7 @@
  * open by its children before closing the pipes. */
 #define DRAIN_MS 1000
 #define SUSPECT_MS 200 /* see reap() */
+#define MAX_RESPAWNS 3 /* of one parameter server in a generation */
 
 volatile sig_atomic_t agent_interrupted;
 
@@ -34,7 +35,7 @@ static const char *const owned_vars[] = {
 	"GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE",
 	"TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_MAX_RESTARTS",
 	"MLRT_ROLE", "MLRT_NUM_SERVERS", "MLRT_NUM_WORKERS", "MLRT_PS_REPLICAS",
-	"MLRT_PS_CKPT_DIR", "MLRT_PS_CKPT_MS",
+	"MLRT_PS_CKPT_DIR", "MLRT_PS_CKPT_MS", "MLRT_PS_REJOIN",
 };
 
 static int is_owned(const char *entry)
@@ -193,6 +194,9 @@ typedef struct gang {
 	int64_t kill_at;
 	int64_t drain_until;  /* set once every worker is reaped */
 	char prefix[256];     /* "<job>/g<gen>/" */
+	const mlrti_rdzv_result *r; /* the generation's gang */
+	int64_t gen;
+	int restarts;
 	worker *suspect;      /* first failure seen, not yet recorded */
 	int64_t suspect_until;
 	char abort_key[256];
@@ -248,6 +252,33 @@ static int server_down(agent *a, gang *g, worker *w)
 	return 1;
 }
 
+/* Start a replicated parameter server again after it died: it rejoins
+ * the running job as the backup of its ranges (MLRT_PS_REJOIN=1), brought
+ * up to date by their primaries.  At most MAX_RESPAWNS times a generation. */
+static void respawn_server(agent *a, gang *g, worker *w)
+{
+	env_list env = {0};
+
+	if (w->respawns >= MAX_RESPAWNS || g->stopping)
+		return;
+	/* What the dead process left in its pipes is lost with it. */
+	if (w->out.fd >= 0)
+		close(w->out.fd), w->out.fd = -1;
+	if (w->err.fd >= 0)
+		close(w->err.fd), w->err.fd = -1;
+	if (build_server_env(a, g->r, w, g->gen, g->restarts, &env) == 0 &&
+	    env_add(&env, "MLRT_PS_REJOIN", "%d", 1) == 0 &&
+	    worker_spawn(w, a->program, a->o->argv, env.v, -1) == 0) {
+		w->exited = 0;
+		w->status = 0;
+		w->respawns++;
+		g->running++;
+		fprintf(stderr, "mlrun: %s started again (pid %d); it rejoins as a backup\n", w->name,
+		        (int)w->pid);
+	}
+	env_free(&env);
+}
+
 /* Reap every worker that has ended.  The first failure is the root cause,
  * with one refinement: a worker killed by a signal is preferred to one
  * that exited non-zero, since survivors of a crash exit with an error
@@ -272,8 +303,10 @@ static void reap(agent *a, gang *g, gen_outcome *out)
 			g->running--;
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 				continue;
-			if (w->server == ROLE_SERVER && replicated(a) && server_down(a, g, w))
+			if (w->server == ROLE_SERVER && replicated(a) && server_down(a, g, w)) {
+				respawn_server(a, g, w);
 				continue;
+			}
 			if (g->suspect == NULL) {
 				g->suspect = w;
 				g->suspect_until = now + SUSPECT_MS;
@@ -465,6 +498,9 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
 	out->failed_rank = -1;
 	snprintf(g.abort_key, sizeof(g.abort_key), "%s/g%" PRId64 "/abort", a->job_id, gen);
 	snprintf(g.prefix, sizeof(g.prefix), "%s/g%" PRId64 "/", a->job_id, gen);
+	g.r = &r;
+	g.gen = gen;
+	g.restarts = restart_count;
 
 	if (join_gang(a, gen, &r, out) != 0) {
 		mlrti_rdzv_result_fini(&r);

@@ -36,6 +36,7 @@ typedef struct worker {
 	stream out, err;
 	int log_fd;      /* --log-dir file, or -1 */
 	tail err_tail;
+	int respawns;    /* times a replicated parameter server was started again */
 } worker;
 
 /* Output options shared by the workers of a host. */

@@ -10,6 +10,10 @@
  *   init   {v, op, id, w, rg, n} keys lens               -> {..., st, [msg]}
  *   bye    {v, op, id, w}                                -> {..., st}
  *   fwd    a push, from a range's primary server to its backup, as above
+ *   catchup {v, op, id, w (the asking server), rg}, from a server started
+ *          again to a range's primary -> {v, op, id, rg, n, + the options}
+ *          keys lens updates vals state seqs clocks applied: the range's
+ *          snapshot, after which the primary forwards to it
  *
  * rg is the key range (the keys of server rg's share of the key space);
  * seq numbers a worker's pushes to that range, so that a push sent again
@@ -41,6 +45,7 @@ typedef enum mlrti_ps_op {
 	MLRTI_PS_INIT,
 	MLRTI_PS_BYE,
 	MLRTI_PS_FORWARD,
+	MLRTI_PS_CATCHUP,
 	MLRTI_PS_OP_COUNT,
 } mlrti_ps_op;
 

@@ -2,6 +2,7 @@
  * its pushes to the range's backup and acknowledges them to the worker
  * once the backup has them; a backup takes over its range when mlrun has
  * marked the primary down (see server.c and docs/ps.md). */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 #include <mlrt/store.h>
 
+#include "ps/optim.h"
 #include "ps/server.h"
 #include "runtime/common.h"
 
@@ -52,23 +54,21 @@ static void *peer_socket(mlrti_ps_server *s, int i)
 	return s->peer[i];
 }
 
-/* Send push r (taken here as primary of its range) on to backup, and
- * remember to acknowledge it to the worker once the backup has it. */
-int mlrti_ps_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup)
+/* Send push r's frames to backup as a forward; its id in *fid. */
+static int send_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup, uint64_t *fid)
 {
 	void *sock = peer_socket(s, backup);
 	mlrti_ps_hdr h = r->h;
-	mlrti_ps_ack *a;
 	char buf[1024];
 	size_t len;
 
-	if (sock == NULL || (a = calloc(1, sizeof(*a))) == NULL)
+	if (sock == NULL)
 		return MLRT_ERR_UNAVAILABLE;
 	h.op = MLRTI_PS_FORWARD;
-	h.id = ++s->next_fwd;
+	h.id = *fid = ++s->next_fwd;
 	if (mlrti_ps_hdr_encode(&h, 0, buf, sizeof(buf), &len) != MLRT_OK ||
 	    zmq_send(sock, buf, len, ZMQ_SNDMORE) < 0)
-		goto fail;
+		return MLRT_ERR_IO;
 	for (int i = 2; i < 5; i++) {
 		zmq_msg_t m;
 
@@ -76,21 +76,37 @@ int mlrti_ps_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup)
 		zmq_msg_copy(&m, &r->f[i]); /* shares the data */
 		if (zmq_msg_send(&m, sock, i < 4 ? ZMQ_SNDMORE : 0) < 0) {
 			zmq_msg_close(&m);
-			goto fail;
+			return MLRT_ERR_IO;
 		}
+	}
+	return MLRT_OK;
+}
+
+/* Send push r (taken here as primary of its range) on to backup, and
+ * remember to acknowledge it to the worker once the backup has it. */
+int mlrti_ps_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup)
+{
+	mlrti_ps_ack *a = calloc(1, sizeof(*a));
+
+	if (a == NULL || send_forward(s, r, backup, &a->fid) != MLRT_OK) {
+		free(a);
+		return MLRT_ERR_IO;
 	}
 	zmq_msg_init(&a->route);
 	zmq_msg_copy(&a->route, &r->f[0]);
 	a->h = r->h;
-	a->fid = h.id;
 	a->backup = backup;
 	a->since = mlrti_now_ms();
 	a->next = s->acks;
 	s->acks = a;
 	return MLRT_OK;
-fail:
-	free(a);
-	return MLRT_ERR_IO;
+}
+
+int mlrti_ps_forward_quiet(mlrti_ps_server *s, mlrti_ps_held *r, int backup)
+{
+	uint64_t fid;
+
+	return send_forward(s, r, backup, &fid);
 }
 
 void mlrti_ps_ack_free(mlrti_ps_ack *a)
@@ -179,3 +195,216 @@ int mlrti_ps_serves(mlrti_ps_server *s, int rg)
 	return 0;
 }
 
+
+/* ---- a server started again catches up ---- */
+
+void mlrti_ps_request_snapshots(mlrti_ps_server *s)
+{
+	for (int rg = 0; rg < s->nservers; rg++) {
+		mlrti_ps_range *g = &s->ranges[rg];
+		mlrti_ps_hdr h = {.op = MLRTI_PS_CATCHUP, .id = (uint64_t)rg, .worker = s->index,
+		                  .range = rg};
+		char buf[512];
+		size_t len;
+		void *sock;
+
+		if (!g->catching_up)
+			continue;
+		sock = peer_socket(s, g->primary);
+		if (sock == NULL || mlrti_ps_hdr_encode(&h, 0, buf, sizeof(buf), &len) != MLRT_OK ||
+		    zmq_send(sock, buf, len, 0) < 0) {
+			mlrt_log(MLRT_LOG_ERROR, "ps: server %d cannot ask server %d for range %d",
+			         s->index, g->primary, rg);
+			g->catching_up = 0;
+			g->role = MLRTI_PS_NO_ROLE;
+		}
+	}
+}
+
+int mlrti_ps_queue_len(const mlrti_ps_range *g, int w)
+{
+	int n = 0;
+
+	for (const mlrti_ps_held *r = g->queue[w]; r != NULL; r = r->next)
+		n++;
+	return n;
+}
+
+static int send_part(void *sock, const void *p, size_t len, int more)
+{
+	return zmq_send(sock, p, len, more ? ZMQ_SNDMORE : 0) < 0 ? MLRT_ERR_IO : MLRT_OK;
+}
+
+/* The range's keys, their optimizer state and the workers' positions, as
+ * frames after header h (nkeys set here). */
+static int snapshot_frames(mlrti_ps_server *s, int rg, zmq_msg_t *route, mlrti_ps_hdr *h)
+{
+	mlrti_ps_range *g = &s->ranges[rg];
+	size_t per = mlrti_optim_state_floats(s->opts.optimizer), n = 0, nv = 0, i = 0, v = 0;
+	uint64_t *keys = NULL, *lens = NULL, *seqs = NULL;
+	int64_t *ups = NULL, *clocks = NULL;
+	float *vals = NULL, *state = NULL;
+	mlrti_ps_key *k, *tmp;
+	char buf[1024];
+	size_t len;
+	zmq_msg_t id;
+	int rc = MLRT_ERR_NOMEM;
+
+	HASH_ITER(hh, s->keys, k, tmp) {
+		if (mlrti_ps_server_of(k->key, s->nservers) == rg)
+			n++, nv += k->len;
+	}
+	keys = calloc(n + 1, 8), lens = calloc(n + 1, 8), ups = calloc(n + 1, 8);
+	vals = calloc(nv + 1, 4), state = calloc(per * nv + 1, 4);
+	seqs = calloc((size_t)s->nworkers, 8), clocks = calloc((size_t)s->nworkers, 8);
+	if (!keys || !lens || !ups || !vals || !state || !seqs || !clocks)
+		goto out;
+	HASH_ITER(hh, s->keys, k, tmp) {
+		if (mlrti_ps_server_of(k->key, s->nservers) != rg)
+			continue;
+		keys[i] = k->key, lens[i] = k->len, ups[i++] = k->t;
+		memcpy(vals + v, k->w, k->len * 4);
+		if (per > 0)
+			memcpy(state + per * v, k->state, per * k->len * 4);
+		v += k->len;
+	}
+	/* SYNC pushes still queued here are replayed to the new backup
+	 * after the snapshot: count them out of the positions. */
+	for (int w = 0; w < s->nworkers; w++) {
+		int q = mlrti_ps_queue_len(g, w);
+
+		seqs[w] = g->seq[w] - (uint64_t)q;
+		clocks[w] = g->clock[w] - q;
+	}
+	h->nkeys = n;
+	rc = MLRT_ERR_IO;
+	zmq_msg_init(&id);
+	zmq_msg_copy(&id, route);
+	if (zmq_msg_send(&id, s->sock, ZMQ_SNDMORE) < 0) {
+		zmq_msg_close(&id);
+		goto out;
+	}
+	if (mlrti_ps_hdr_encode(h, 0, buf, sizeof(buf), &len) != MLRT_OK ||
+	    send_part(s->sock, buf, len, 1) || send_part(s->sock, keys, n * 8, 1) ||
+	    send_part(s->sock, lens, n * 8, 1) || send_part(s->sock, ups, n * 8, 1) ||
+	    send_part(s->sock, vals, nv * 4, 1) || send_part(s->sock, state, per * nv * 4, 1) ||
+	    send_part(s->sock, seqs, (size_t)s->nworkers * 8, 1) ||
+	    send_part(s->sock, clocks, (size_t)s->nworkers * 8, 1) ||
+	    send_part(s->sock, &g->applied, 8, 0))
+		goto out;
+	rc = MLRT_OK;
+out:
+	free(keys), free(lens), free(ups), free(vals), free(state), free(seqs), free(clocks);
+	return rc;
+}
+
+void mlrti_ps_send_snapshot(mlrti_ps_server *s, mlrti_ps_held *r)
+{
+	int rg = r->h.range, to = r->h.worker;
+	mlrti_ps_range *g = &s->ranges[rg];
+	mlrti_ps_hdr h = {.op = MLRTI_PS_CATCHUP, .id = r->h.id, .range = rg, .has_opts = 1,
+	                  .opts = s->opts};
+
+	if (g->role != MLRTI_PS_PRIMARY || !s->have_opts || to < 0 || to >= s->nservers ||
+	    to == s->index) {
+		char why[MLRTI_PS_MSG_MAX];
+
+		snprintf(why, sizeof(why), "server %d cannot give range %d to server %d", s->index,
+		         rg, to);
+		mlrti_ps_reply_to(s, &r->f[0], &r->h, MLRT_ERR_UNAVAILABLE, why, NULL);
+		return;
+	}
+	if (snapshot_frames(s, rg, &r->f[0], &h) != MLRT_OK) {
+		mlrt_log(MLRT_LOG_ERROR, "ps: server %d cannot send range %d to server %d", s->index,
+		         rg, to);
+		return;
+	}
+	/* The new process has a new address: connect again. */
+	if (s->peer[to] != NULL) {
+		zmq_close(s->peer[to]);
+		s->peer[to] = NULL;
+	}
+	g->backup = to;
+	for (int w = 0; w < s->nworkers; w++)
+		for (mlrti_ps_held *q = g->queue[w]; q != NULL; q = q->next)
+			mlrti_ps_forward_quiet(s, q, to);
+	mlrti_ps_publish_range(s, rg);
+	mlrt_log(MLRT_LOG_WARN, "ps: server %d: server %d is back as the backup of range %d",
+	         s->index, to, rg);
+}
+
+/* Receive one frame of exactly want bytes into dst. */
+static int take_frame(void *sock, void *dst, size_t want, int *more)
+{
+	zmq_msg_t m;
+	int rc = MLRT_ERR_PROTOCOL;
+
+	if (!*more)
+		return rc;
+	zmq_msg_init(&m);
+	if (zmq_msg_recv(&m, sock, 0) >= 0 && zmq_msg_size(&m) == want) {
+		memcpy(dst, zmq_msg_data(&m), want);
+		rc = MLRT_OK;
+	}
+	*more = zmq_msg_more(&m);
+	zmq_msg_close(&m);
+	return rc;
+}
+
+int mlrti_ps_install_snapshot(mlrti_ps_server *s, void *sock, const mlrti_ps_hdr *h)
+{
+	mlrti_ps_range *g = &s->ranges[h->range];
+	size_t n = (size_t)h->nkeys, nv = 0, per, v = 0;
+	uint64_t *keys = calloc(n + 1, 8), *lens = calloc(n + 1, 8);
+	int64_t *ups = calloc(n + 1, 8);
+	float *vals = NULL, *state = NULL;
+	char why[MLRTI_PS_MSG_MAX];
+	int more = 1, rc = MLRT_ERR_NOMEM;
+
+	if (!s->have_opts) {
+		s->opts = h->opts;
+		s->have_opts = 1;
+	}
+	per = mlrti_optim_state_floats(s->opts.optimizer);
+	if (!keys || !lens || !ups || take_frame(sock, keys, n * 8, &more) ||
+	    take_frame(sock, lens, n * 8, &more) || take_frame(sock, ups, n * 8, &more))
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		nv += lens[i];
+	vals = calloc(nv + 1, 4), state = calloc(per * nv + 1, 4);
+	rc = MLRT_ERR_PROTOCOL;
+	if (!vals || !state || take_frame(sock, vals, nv * 4, &more) ||
+	    take_frame(sock, state, per * nv * 4, &more) ||
+	    take_frame(sock, g->seq, (size_t)s->nworkers * 8, &more) ||
+	    take_frame(sock, g->clock, (size_t)s->nworkers * 8, &more) ||
+	    take_frame(sock, &g->applied, 8, &more))
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		mlrti_ps_key *k;
+
+		if (mlrti_ps_key_get(s, keys[i], lens[i], &k, why, sizeof(why)) != MLRT_OK)
+			goto out;
+		memcpy(k->w, vals + v, lens[i] * 4);
+		if (per > 0)
+			memcpy(k->state, state + per * v, per * lens[i] * 4);
+		k->t = ups[i];
+		v += lens[i];
+	}
+	g->catching_up = 0;
+	mlrt_log(MLRT_LOG_WARN, "ps: server %d is back: backup of range %d (%zu keys from server "
+	         "%d)", s->index, h->range, n, g->primary);
+	rc = MLRT_OK;
+out:
+	while (more) { /* what does not fit */
+		zmq_msg_t m;
+
+		zmq_msg_init(&m);
+		more = zmq_msg_recv(&m, sock, 0) >= 0 && zmq_msg_more(&m);
+		zmq_msg_close(&m);
+	}
+	if (rc != MLRT_OK)
+		mlrt_log(MLRT_LOG_ERROR, "ps: server %d: a malformed snapshot of range %d", s->index,
+		         h->range);
+	free(keys), free(lens), free(ups), free(vals), free(state);
+	return rc;
+}

@@ -35,7 +35,7 @@
 #include "runtime/ctx.h"
 
 #define POLL_MS 50
-#define ABORT_CHECK_MS 1000
+#define ABORT_CHECK_MS 250 /* between looks at the store (abort, workers closed) */
 
 static void held_free(mlrti_ps_held *r)
 {
@@ -450,6 +450,15 @@ static void on_forward(mlrti_ps_server *s, mlrti_ps_held *r)
 	char why[MLRTI_PS_MSG_MAX];
 	int rg = r->h.range, queued = 0, rc = MLRT_ERR_INVALID;
 
+	if (s->ranges[rg].catching_up) { /* taken once the snapshot is in */
+		mlrti_ps_held **tail = &s->early;
+
+		while (*tail != NULL)
+			tail = &(*tail)->next;
+		r->next = NULL;
+		*tail = r;
+		return;
+	}
 	if (s->ranges[rg].role == MLRTI_PS_BACKUP)
 		rc = take_push(s, r, &queued, why, sizeof(why));
 	else
@@ -496,6 +505,12 @@ static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
 	int rc;
 
 	int evaluator = r->h.worker == s->nworkers;
+
+	if (r->h.op == MLRTI_PS_CATCHUP) { /* from a server: worker is its index */
+		mlrti_ps_send_snapshot(s, r);
+		held_free(r);
+		return;
+	}
 
 	if (r->h.worker > s->nworkers || r->h.range >= s->nservers ||
 	    (evaluator && (r->h.op == MLRTI_PS_PUSH || r->h.op == MLRTI_PS_INIT))) {
@@ -645,6 +660,7 @@ static void server_fini(mlrti_ps_server *s)
 	}
 	free(s->ranges);
 	free_list(s->waiting);
+	free_list(s->early);
 	while (s->acks != NULL) {
 		mlrti_ps_ack *a = s->acks;
 
@@ -663,6 +679,37 @@ static void server_fini(mlrti_ps_server *s)
 	free(s->touched);
 	free(s->vals);
 	free(s->left);
+}
+
+/* Started again after a death: become the backup of the ranges this
+ * server held (its own, now answered for by its former backup, and the
+ * one before), each primary sending a snapshot first. */
+static void rejoin(mlrti_ps_server *s)
+{
+	char key[400];
+
+	for (int k = 0; k < 2; k++) {
+		int rg = (s->index + s->nservers - k) % s->nservers, p = -1, b = -1;
+		void *val = NULL;
+		size_t len;
+
+		snprintf(key, sizeof(key), "%sps/range/%d", s->prefix, rg);
+		if (mlrt_store_get(s->store, key, &val, &len) == MLRT_OK)
+			sscanf(val, "%d %d", &p, &b);
+		free(val);
+		if (p < 0 || p == s->index || p >= s->nservers) {
+			mlrt_log(MLRT_LOG_ERROR, "ps: server %d: no server answers for range %d; it "
+			         "cannot be copied", s->index, rg);
+			continue;
+		}
+		s->ranges[rg].role = MLRTI_PS_BACKUP;
+		s->ranges[rg].primary = p;
+		s->ranges[rg].catching_up = 1;
+	}
+	/* Alive again: primaries may forward to it, workers may fail over to it. */
+	snprintf(key, sizeof(key), "%sps/down/%d", s->prefix, s->index);
+	mlrt_store_delete(s->store, key);
+	mlrti_ps_request_snapshots(s);
 }
 
 static int server_init(mlrti_ps_server *s, mlrt_ctx *ctx)
@@ -695,8 +742,10 @@ static int server_init(mlrti_ps_server *s, mlrt_ctx *ctx)
 			return MLRT_ERR_NOMEM;
 	}
 	/* Range i's primary is server i; its backup, server i+1. */
-	s->ranges[s->index].role = MLRTI_PS_PRIMARY;
-	if (s->replicas > 0 && s->nservers > 1) {
+	s->rejoin = getenv("MLRT_PS_REJOIN") != NULL && strcmp(getenv("MLRT_PS_REJOIN"), "1") == 0;
+	if (!s->rejoin)
+		s->ranges[s->index].role = MLRTI_PS_PRIMARY;
+	if (s->replicas > 0 && s->nservers > 1 && !s->rejoin) {
 		int prev = (s->index + s->nservers - 1) % s->nservers;
 
 		s->ranges[s->index].backup = (s->index + 1) % s->nservers;
@@ -714,9 +763,68 @@ static int server_init(mlrti_ps_server *s, mlrt_ctx *ctx)
 		return MLRT_ERR_IO;
 	}
 	MLRTI_CHECK_GOTO(publish(s), rc, out);
-	mlrti_ps_publish_range(s, s->index);
+	if (s->rejoin)
+		rejoin(s);
+	else
+		mlrti_ps_publish_range(s, s->index);
 out:
 	return rc;
+}
+
+/* The forwards a backup held while its range's snapshot was on its way. */
+static void take_early(mlrti_ps_server *s, int rg)
+{
+	mlrti_ps_held *list = s->early, **keep = &s->early;
+
+	s->early = NULL;
+	while (list != NULL) {
+		mlrti_ps_held *r = list;
+
+		list = r->next;
+		r->next = NULL;
+		if (r->h.range == rg) {
+			on_forward(s, r);
+		} else {
+			*keep = r;
+			keep = &r->next;
+		}
+	}
+}
+
+/* An answer from another server, on the socket to it: to a forward, or
+ * the snapshot this server asked for. */
+static void from_peer(mlrti_ps_server *s, void *sock)
+{
+	char buf[MLRTI_PS_MAX_HEADER], why[MLRTI_PS_MSG_MAX];
+	int n = zmq_recv(sock, buf, sizeof(buf), 0), more = 0;
+	size_t morelen = sizeof(more);
+	mlrti_ps_hdr h;
+
+	if (n < 0)
+		return;
+	zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &morelen);
+	if (mlrti_ps_hdr_decode(buf, (size_t)n > sizeof(buf) ? sizeof(buf) : (size_t)n, &h, why,
+	                        sizeof(why)) != MLRT_OK) {
+		mlrt_log(MLRT_LOG_WARN, "ps: server %d: a malformed answer from a server (%s)",
+		         s->index, why);
+	} else if (h.op == MLRTI_PS_CATCHUP && h.status == MLRT_OK && h.range < s->nservers &&
+	           s->ranges[h.range].catching_up) {
+		if (mlrti_ps_install_snapshot(s, sock, &h) == MLRT_OK)
+			take_early(s, h.range);
+		return;
+	} else if (h.op == MLRTI_PS_CATCHUP) {
+		mlrt_log(MLRT_LOG_ERROR, "ps: server %d: no snapshot of range %d: %s", s->index,
+		         h.range, h.msg[0] ? h.msg : mlrt_strerror(h.status));
+	} else {
+		mlrti_ps_forward_done(s, h.id, h.status, h.msg[0] ? h.msg : NULL);
+	}
+	while (more) {
+		zmq_msg_t m;
+
+		zmq_msg_init(&m);
+		more = zmq_msg_recv(&m, sock, 0) >= 0 && zmq_msg_more(&m);
+		zmq_msg_close(&m);
+	}
 }
 
 /* Take what arrived: requests on the ROUTER, the backups' answers to
@@ -738,16 +846,26 @@ static void poll_once(mlrti_ps_server *s)
 		if (r != NULL)
 			on_request(s, r);
 	}
-	for (int k = 1; k < n; k++) {
-		if (!(items[k].revents & ZMQ_POLLIN))
-			continue;
-		mlrti_ps_held *r = receive(s, items[k].socket, 0);
+	for (int k = 1; k < n; k++)
+		if (items[k].revents & ZMQ_POLLIN)
+			from_peer(s, items[k].socket);
+}
 
-		if (r != NULL) {
-			mlrti_ps_forward_done(s, r->h.id, r->h.status, r->h.msg[0] ? r->h.msg : NULL);
-			held_free(r);
-		}
-	}
+/* Whether every worker has closed its handle, as counted in the store: a
+ * server started again hears no goodbye from workers that do not send it
+ * requests. */
+static int every_worker_closed(mlrti_ps_server *s)
+{
+	char key[300];
+	void *val = NULL;
+	size_t len;
+	int64_t n = 0;
+
+	snprintf(key, sizeof(key), "%sps/closed", s->prefix);
+	if (mlrt_store_get(s->store, key, &val, &len) == MLRT_OK)
+		mlrti_parse_int(val, 0, INT64_MAX, &n);
+	free(val);
+	return n >= s->nworkers;
 }
 
 int mlrt_ps_serve(mlrt_ctx *ctx)
@@ -779,6 +897,8 @@ int mlrt_ps_serve(mlrt_ctx *ctx)
 			size_t len;
 
 			next_check = mlrti_now_ms() + ABORT_CHECK_MS;
+			if (every_worker_closed(&s))
+				break;
 			if (mlrt_store_get(s.store, abort_key, &why, &len) == MLRT_OK) {
 				mlrt_log(MLRT_LOG_ERROR, "ps: server %d: the generation failed (%s)",
 				         s.index, (char *)why);

@@ -74,6 +74,8 @@ typedef struct mlrti_ps_server {
 	int *left;
 	int nleft;
 	mlrti_ps_held *waiting;    /* pulls that wait */
+	mlrti_ps_held *early;      /* forwards that came before their range's snapshot */
+	int rejoin;                /* started again after a death (MLRT_PS_REJOIN) */
 	mlrti_ps_ack *acks; /* pushes waiting for their backup */
 	int64_t next_backup_check;
 	uint64_t next_fwd;
@@ -103,6 +105,9 @@ void mlrti_ps_reply_to(mlrti_ps_server *s, zmq_msg_t *route, const mlrti_ps_hdr 
 /* Send push r (taken here as primary of its range) on to backup, and
  * acknowledge it to the worker once the backup has it. */
 int mlrti_ps_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup);
+/* Send push r to backup with no acknowledgement to a worker (a queued push
+ * replayed to a new backup). */
+int mlrti_ps_forward_quiet(mlrti_ps_server *s, mlrti_ps_held *r, int backup);
 /* The backup answered forward fid. */
 void mlrti_ps_forward_done(mlrti_ps_server *s, uint64_t fid, int status, const char *msg);
 /* Acknowledge the pushes waiting on a backup that is down (at most every
@@ -116,6 +121,18 @@ void mlrti_ps_ack_free(mlrti_ps_ack *a);
  * holds the copy: "<gen>/ps/range/<rg>" = "primary backup" (for workers
  * failing over). */
 void mlrti_ps_publish_range(mlrti_ps_server *s, int rg);
+
+/* A server started again (rejoin): ask the primary of each range it backs
+ * up for a snapshot of the range. */
+void mlrti_ps_request_snapshots(mlrti_ps_server *s);
+/* As primary, answer catch-up request r with the snapshot of its range and
+ * make the asking server the range's backup. */
+void mlrti_ps_send_snapshot(mlrti_ps_server *s, mlrti_ps_held *r);
+/* Read the rest of a snapshot (header h already read) from sock and take
+ * it as the range's copy. */
+int mlrti_ps_install_snapshot(mlrti_ps_server *s, void *sock, const mlrti_ps_hdr *h);
+/* For the snapshot: the state of a SYNC push queued at the primary. */
+int mlrti_ps_queue_len(const mlrti_ps_range *g, int w);
 
 /* shard.c */
 
