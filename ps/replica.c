@@ -384,6 +384,8 @@ int mlrti_ps_install_snapshot(mlrti_ps_server *s, void *sock, const mlrti_ps_hdr
 
 		if (mlrti_ps_key_get(s, keys[i], lens[i], &k, why, sizeof(why)) != MLRT_OK)
 			goto out;
+		if (mlrti_ps_key_writable(k) != MLRT_OK)
+			goto out;
 		memcpy(k->w, vals + v, lens[i] * 4);
 		if (per > 0)
 			memcpy(k->state, state + per * v, per * lens[i] * 4);

@@ -35,6 +35,7 @@
 #include "runtime/ctx.h"
 
 #define POLL_MS 50
+#define LEND_MIN_BYTES (64 * 1024) /* a pulled key from this size goes out without a copy */
 #define ABORT_CHECK_MS 250 /* between looks at the store (abort, workers closed) */
 
 static void held_free(mlrti_ps_held *r)
@@ -46,9 +47,49 @@ static void held_free(mlrti_ps_held *r)
 
 /* ---- keys ---- */
 
+static mlrti_ps_vals *vals_alloc(size_t len)
+{
+	mlrti_ps_vals *v = malloc(sizeof(*v) + len * sizeof(float));
+
+	if (v != NULL)
+		atomic_init(&v->refs, 1);
+	return v;
+}
+
+/* Drop a reference to v (ZeroMQ calls this from its thread when it has
+ * sent a reply that lent v). */
+static void vals_release(void *data, void *hint)
+{
+	mlrti_ps_vals *v = hint;
+
+	(void)data;
+	if (v != NULL && atomic_fetch_sub(&v->refs, 1) == 1)
+		free(v);
+}
+
+int mlrti_ps_key_writable(mlrti_ps_key *k)
+{
+	mlrti_ps_vals *v;
+
+	/* Only this thread adds references: one means nobody else holds it. */
+	if (atomic_load(&k->vals->refs) == 1)
+		return MLRT_OK;
+	v = vals_alloc(k->len);
+	if (v == NULL) {
+		mlrt_log(MLRT_LOG_ERROR, "ps: no memory to update key %" PRIu64 " (%zu floats); the "
+		         "update is lost", k->key, k->len);
+		return MLRT_ERR_NOMEM;
+	}
+	memcpy(v->v, k->w, k->len * sizeof(float));
+	vals_release(NULL, k->vals);
+	k->vals = v;
+	k->w = v->v;
+	return MLRT_OK;
+}
+
 static void key_free(mlrti_ps_key *k)
 {
-	free(k->w);
+	vals_release(NULL, k->vals);
 	free(k->state);
 	free(k->acc);
 	free(k);
@@ -72,13 +113,14 @@ int mlrti_ps_key_get(mlrti_ps_server *s, uint64_t key, size_t len, mlrti_ps_key 
 		return MLRT_OK;
 	}
 	k = calloc(1, sizeof(*k));
-	if (k == NULL || (k->w = malloc(len * sizeof(float))) == NULL ||
+	if (k == NULL || (k->vals = vals_alloc(len)) == NULL ||
 	    (nstate > 0 && (k->state = calloc(nstate, sizeof(float))) == NULL)) {
 		if (k != NULL)
 			key_free(k);
 		snprintf(why, whylen, "out of memory for key %" PRIu64, key);
 		return MLRT_ERR_NOMEM;
 	}
+	k->w = k->vals->v;
 	k->key = key;
 	k->len = len;
 	k->acc_step = -1;
@@ -236,12 +278,39 @@ static int pull_ready(const mlrti_ps_server *s, const mlrti_ps_held *r)
 	}
 }
 
+/* The values of pull r's keys as one message: a large single key's own
+ * values, lent (copied on its next write), else a copy. */
+static int pull_values(mlrti_ps_server *s, const mlrti_ps_held *r, const payload *p,
+                       zmq_msg_t *vals)
+{
+	float *out;
+
+	if (r->h.nkeys == 1 && p->nvals * sizeof(float) >= LEND_MIN_BYTES) {
+		mlrti_ps_key *k = mlrti_ps_key_find(s, word(p->keys, 0));
+
+		atomic_fetch_add(&k->vals->refs, 1);
+		if (zmq_msg_init_data(vals, k->w, k->len * sizeof(float), vals_release, k->vals) == 0)
+			return MLRT_OK;
+		vals_release(NULL, k->vals);
+		return MLRT_ERR_NOMEM;
+	}
+	if (zmq_msg_init_size(vals, p->nvals * sizeof(float)) != 0)
+		return MLRT_ERR_NOMEM;
+	out = zmq_msg_data(vals);
+	for (size_t i = 0; i < r->h.nkeys; i++) {
+		mlrti_ps_key *k = mlrti_ps_key_find(s, word(p->keys, i));
+
+		memcpy(out, k->w, k->len * sizeof(float));
+		out += k->len;
+	}
+	return MLRT_OK;
+}
+
 static void serve_pull(mlrti_ps_server *s, mlrti_ps_held *r)
 {
 	char why[MLRTI_PS_MSG_MAX];
 	payload p;
 	zmq_msg_t vals;
-	float *out;
 	int rc;
 
 	rc = check_payload(s, r, &p, why, sizeof(why));
@@ -251,16 +320,9 @@ static void serve_pull(mlrti_ps_server *s, mlrti_ps_held *r)
 		reply(s, r, rc, why, NULL);
 		return;
 	}
-	if (zmq_msg_init_size(&vals, p.nvals * sizeof(float)) != 0) {
+	if (pull_values(s, r, &p, &vals) != MLRT_OK) {
 		reply(s, r, MLRT_ERR_NOMEM, "out of memory for the reply", NULL);
 		return;
-	}
-	out = zmq_msg_data(&vals);
-	for (size_t i = 0; i < r->h.nkeys; i++) {
-		mlrti_ps_key *k = mlrti_ps_key_find(s, word(p.keys, i));
-
-		memcpy(out, k->w, k->len * sizeof(float));
-		out += k->len;
 	}
 	if (s->opts.consistency == MLRT_PS_BOUNDED) {
 		int64_t lead = r->h.clock - slowest_clock(s, &s->ranges[r->h.range]);
@@ -312,7 +374,8 @@ static void apply_values(mlrti_ps_server *s, const payload *p, size_t nkeys)
 	for (size_t i = 0; i < nkeys; i++) {
 		mlrti_ps_key *k = mlrti_ps_key_find(s, word(p->keys, i));
 
-		mlrti_optim_apply(&s->opts, k->w, k->state, g, k->len, &k->t);
+		if (mlrti_ps_key_writable(k) == MLRT_OK)
+			mlrti_optim_apply(&s->opts, k->w, k->state, g, k->len, &k->t);
 		g += k->len;
 	}
 }
@@ -359,7 +422,8 @@ static int apply_steps(mlrti_ps_server *s, mlrti_ps_range *g)
 		for (size_t i = 0; i < s->ntouched; i++) {
 			mlrti_ps_key *k = s->touched[i];
 
-			mlrti_optim_apply(&s->opts, k->w, k->state, k->acc, k->len, &k->t);
+			if (mlrti_ps_key_writable(k) == MLRT_OK)
+				mlrti_optim_apply(&s->opts, k->w, k->state, k->acc, k->len, &k->t);
 		}
 		g->applied++;
 	}

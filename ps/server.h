@@ -4,6 +4,7 @@
 #ifndef MLRT_PS_SERVER_H
 #define MLRT_PS_SERVER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,10 +18,18 @@
 
 #define MLRTI_PS_MAX_FRAMES 5 /* routing id, header, keys, lens, vals */
 
+/* A key's values.  A pull reply of a large key lends them to ZeroMQ
+ * without a copy; a write then first copies them (mlrti_ps_key_writable). */
+typedef struct mlrti_ps_vals {
+	atomic_int refs;  /* the key's own reference + replies in flight */
+	float v[];
+} mlrti_ps_vals;
+
 typedef struct mlrti_ps_key {
 	uint64_t key;
 	size_t len;
-	float *w;         /* the values */
+	mlrti_ps_vals *vals;
+	float *w;         /* the values: vals->v */
 	float *state;     /* the optimizer's, mlrti_optim_state_floats() * len */
 	float *acc;       /* SYNC: sum of the step's pushes */
 	int64_t acc_step; /* the step acc holds, -1: none */
@@ -95,6 +104,9 @@ typedef struct mlrti_ps_server {
 int mlrti_ps_key_get(mlrti_ps_server *s, uint64_t key, size_t len, mlrti_ps_key **out, char *why,
                      size_t whylen);
 mlrti_ps_key *mlrti_ps_key_find(mlrti_ps_server *s, uint64_t key);
+/* Make k->w safe to write: a copy of its own when a reply still holds the
+ * values.  MLRT_ERR_NOMEM when there is no memory for the copy. */
+int mlrti_ps_key_writable(mlrti_ps_key *k);
 
 /* Answer request req of the worker (or server) behind routing frame route. */
 void mlrti_ps_reply_to(mlrti_ps_server *s, zmq_msg_t *route, const mlrti_ps_hdr *req, int status,

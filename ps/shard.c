@@ -220,7 +220,7 @@ static void load_range(mlrti_ps_server *s, int i, int rg)
 
 		if (mlrti_ps_server_of(sh.keys[k], s->nservers) == rg &&
 		    mlrti_ps_key_get(s, sh.keys[k], len, &key, why, sizeof(why)) == MLRT_OK &&
-		    v + (int64_t)len <= sh.nvals) {
+		    v + (int64_t)len <= sh.nvals && mlrti_ps_key_writable(key) == MLRT_OK) {
 			memcpy(key->w, sh.vals + v, len * sizeof(float));
 			if (state_ok && per > 0 && st + (int64_t)(per * len) <= sh.nstate)
 				memcpy(key->state, sh.state + st, per * len * sizeof(float));
