@@ -1,9 +1,14 @@
 /* The worker's side of the parameter server: one DEALER socket per
- * server.  A push or pull splits its keys by server (key ranges), sends
- * one request to each server at once and waits for every reply.  Values
- * a server's keys take in one run of the caller's array go out without a
- * copy (ZeroMQ holds the caller's memory until it has sent it; the call
- * returns only after that).  See docs/ps.md. */
+ * server.  A push or pull splits its keys by key range, sends one request
+ * per range to the server answering for it, all at once, and waits for
+ * every reply.  Large values that are one run of the caller's array go out
+ * without a copy (ZeroMQ holds the caller's memory until it has sent it; a
+ * wait returns only after that).  Up to MLRT_PS_MAX_INFLIGHT requests may
+ * be in flight, each in its slot with its own split of the keys; replies
+ * carry the request's ticket.  A request unanswered for a while makes the
+ * worker look for servers marked down, move their ranges where the
+ * servers' range map says, and send what was waiting there again.  See
+ * docs/ps.md. */
 #include <errno.h>
 #include <inttypes.h>
 #include <sched.h>

@@ -221,7 +221,8 @@ void mlrti_ps_request_snapshots(mlrti_ps_server *s)
 	}
 }
 
-int mlrti_ps_queue_len(const mlrti_ps_range *g, int w)
+/* Pushes of worker w queued in range g (SYNC) and not yet applied. */
+static int queue_len(const mlrti_ps_range *g, int w)
 {
 	int n = 0;
 
@@ -271,7 +272,7 @@ static int snapshot_frames(mlrti_ps_server *s, int rg, zmq_msg_t *route, mlrti_p
 	/* SYNC pushes still queued here are replayed to the new backup
 	 * after the snapshot: count them out of the positions. */
 	for (int w = 0; w < s->nworkers; w++) {
-		int q = mlrti_ps_queue_len(g, w);
+		int q = queue_len(g, w);
 
 		seqs[w] = g->seq[w] - (uint64_t)q;
 		clocks[w] = g->clock[w] - q;

@@ -98,7 +98,6 @@ typedef struct mlrti_ps_server {
 	int64_t next_save;
 } mlrti_ps_server;
 
-
 /* Find key, creating it with len floats from the options' init when
  * absent.  MLRT_ERR_INVALID (why filled) when it has another length. */
 int mlrti_ps_key_get(mlrti_ps_server *s, uint64_t key, size_t len, mlrti_ps_key **out, char *why,
@@ -143,8 +142,6 @@ void mlrti_ps_send_snapshot(mlrti_ps_server *s, mlrti_ps_held *r);
 /* Read the rest of a snapshot (header h already read) from sock and take
  * it as the range's copy. */
 int mlrti_ps_install_snapshot(mlrti_ps_server *s, void *sock, const mlrti_ps_hdr *h);
-/* For the snapshot: the state of a SYNC push queued at the primary. */
-int mlrti_ps_queue_len(const mlrti_ps_range *g, int w);
 
 /* shard.c */
 
