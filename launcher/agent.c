@@ -122,6 +122,16 @@ static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank,
 	fail |= env_add(e, "MLRT_GENERATION", "%" PRId64, gen);
 	fail |= env_add(e, "MLRT_RESTART_COUNT", "%d", restarts);
 	fail |= env_add(e, "MLRT_ROLE", "%s", "worker");
+	if (a->o->gpus_per_proc > 0) {
+		/* This worker's own GPUs, by local rank. */
+		char list[256] = "";
+		size_t used = 0;
+
+		for (int g = 0; g < a->o->gpus_per_proc; g++)
+			used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%d", g ? "," : "",
+			                         local_rank * a->o->gpus_per_proc + g);
+		fail |= env_add(e, "CUDA_VISIBLE_DEVICES", "%s", list);
+	}
 	fail |= env_add(e, "MLRT_NUM_SERVERS", "%d", a->o->servers);
 	fail |= env_add(e, "MLRT_PS_REPLICAS", "%d", replicated(a));
 	/* torchrun's names, so that PyTorch programs run unchanged. */

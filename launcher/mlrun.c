@@ -24,6 +24,7 @@
 
 #include "launcher/agent.h"
 #include "launcher/ckpt_cli.h"
+#include "launcher/devices.h"
 #include "launcher/options.h"
 #include "runtime/common.h"
 
@@ -173,11 +174,22 @@ static int run_job(mlrun_opts *o)
 	}
 	if (o->tag_output < 0)
 		o->tag_output = isatty(STDOUT_FILENO);
+	gethostname(host, sizeof(host) - 1);
+	/* Gang semantics: a host that cannot meet the job's GPU needs starts
+	 * nothing. */
+	{
+		char why[512];
+
+		if (devices_check(o, host, why, sizeof(why)) != 0) {
+			fprintf(stderr, "mlrun: %s; nothing was started\n", why);
+			free(a.program);
+			return 1;
+		}
+	}
 	if (o->job_id != NULL)
 		snprintf(job_id, sizeof(job_id), "%s", o->job_id);
 	else
 		snprintf(job_id, sizeof(job_id), "mlrt-%d", (int)getpid());
-	gethostname(host, sizeof(host) - 1);
 
 	if (install_signals() != 0) {
 		fprintf(stderr, "mlrun: cannot install signal handlers: %s\n", strerror(errno));
@@ -310,6 +322,8 @@ int main(int argc, char **argv)
 		return run_store(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "ckpt") == 0)
 		return ckpt_cli_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "devices") == 0)
+		return devices_main(argc - 1, argv + 1);
 	rc = mlrun_parse_options(argc, argv, &o, stderr);
 	if (rc == 1)
 		return 0;

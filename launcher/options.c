@@ -29,6 +29,9 @@ enum {
 	OPT_PS_CKPT_DIR,
 	OPT_PS_CKPT_INTERVAL,
 	OPT_EVALUATOR,
+	OPT_GPUS_PER_PROC,
+	OPT_GPU_MEM,
+	OPT_CUDA,
 };
 
 static const struct option long_opts[] = {
@@ -50,6 +53,9 @@ static const struct option long_opts[] = {
 	{"ps-ckpt-dir", required_argument, NULL, OPT_PS_CKPT_DIR},
 	{"ps-ckpt-interval", required_argument, NULL, OPT_PS_CKPT_INTERVAL},
 	{"evaluator", no_argument, NULL, OPT_EVALUATOR},
+	{"gpus-per-proc", required_argument, NULL, OPT_GPUS_PER_PROC},
+	{"gpu-mem", required_argument, NULL, OPT_GPU_MEM},
+	{"cuda", required_argument, NULL, OPT_CUDA},
 	{"verbose", no_argument, NULL, OPT_VERBOSE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"version", no_argument, NULL, OPT_VERSION},
@@ -62,6 +68,7 @@ void mlrun_print_help(FILE *f)
 	"usage: mlrun [options] [--] PROGRAM [ARGS...]\n"
 	"       mlrun store [--host ADDR] [--port P]\n"
 	"       mlrun ckpt ls|verify|inspect DIR [STEP]  (see mlrun ckpt --help)\n"
+	"       mlrun devices [--json]                   this host's GPUs\n"
 	"\n"
 	"Start PROGRAM as a gang of workers that link libmlrt (or any program that\n"
 	"reads torchrun's RANK/WORLD_SIZE/... variables), watch them, and restart\n"
@@ -81,6 +88,12 @@ void mlrun_print_help(FILE *f)
 	"  --ps-ckpt-interval SEC   between those checkpoints (default 30)\n"
 	"  --evaluator              also start one evaluator (MLRT_ROLE=evaluator)\n"
 	"                           that pulls parameters without pushing\n"
+	"\n"
+	"GPUs (checked on every host before anything starts):\n"
+	"  --gpus-per-proc G        give each worker G GPUs of its own, by local rank\n"
+	"                           (CUDA_VISIBLE_DEVICES)\n"
+	"  --gpu-mem SIZE           each of them must have SIZE of memory (40GiB, 512MiB)\n"
+	"  --cuda X.Y               the driver must support CUDA X.Y\n"
 	"  --bind-to core|none      pin each worker to one CPU, in local rank order\n"
 	"                           (default: core when the workers fit the CPUs\n"
 	"                           mlrun may use, none when they would share)\n"
@@ -122,6 +135,42 @@ static int bad(FILE *err, const char *what, const char *value, const char *want)
 }
 
 /* Seconds, possibly fractional, to milliseconds in [0, max_s]. */
+/* "40GiB", "512MiB", "80GB", "1.5TiB", "1048576": bytes. */
+static int parse_bytes(const char *s, uint64_t *out)
+{
+	static const struct {
+		const char *unit;
+		double mult;
+	} units[] = {
+		{"", 1},        {"B", 1},          {"KiB", 1024.0},     {"MiB", 1048576.0},
+		{"GiB", 1073741824.0}, {"TiB", 1099511627776.0}, {"KB", 1e3}, {"MB", 1e6},
+		{"GB", 1e9},    {"TB", 1e12},
+	};
+	char *end;
+	double v = strtod(s, &end);
+
+	if (end == s || !(v >= 0) || v > 1e15)
+		return -1;
+	for (size_t i = 0; i < MLRTI_ARRAY_LEN(units); i++)
+		if (strcmp(end, units[i].unit) == 0) {
+			*out = (uint64_t)(v * units[i].mult);
+			return 0;
+		}
+	return -1;
+}
+
+/* "12.2" -> 12020 (CUDA's encoding). */
+static int parse_version(const char *s, int *out)
+{
+	int major, minor, n = 0;
+
+	if (sscanf(s, "%d.%d%n", &major, &minor, &n) != 2 || s[n] != '\0' || major < 1 ||
+	    major > 99 || minor < 0 || minor > 9)
+		return -1;
+	*out = major * 1000 + minor * 10;
+	return 0;
+}
+
 static int parse_seconds(const char *s, double max_s, int *ms)
 {
 	char *end;
@@ -246,6 +295,20 @@ int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
 			if (parse_seconds(optarg, 86400, &o->ps_ckpt_ms) != 0 || o->ps_ckpt_ms == 0)
 				return bad(err, "--ps-ckpt-interval", optarg,
 				           "want seconds from 0.001 to 86400");
+			break;
+		case OPT_GPUS_PER_PROC:
+			if (mlrti_parse_int(optarg, 0, 64, &v) != MLRT_OK)
+				return bad(err, "--gpus-per-proc", optarg, "want a count from 0 to 64");
+			o->gpus_per_proc = (int)v;
+			break;
+		case OPT_GPU_MEM:
+			if (parse_bytes(optarg, &o->gpu_mem) != 0)
+				return bad(err, "--gpu-mem", optarg,
+				           "want a size such as 40GiB, 512MiB or 80GB");
+			break;
+		case OPT_CUDA:
+			if (parse_version(optarg, &o->cuda_version) != 0)
+				return bad(err, "--cuda", optarg, "want a CUDA version such as 12.2");
 			break;
 		case OPT_EVALUATOR:
 			o->evaluator = 1;

@@ -2,6 +2,7 @@
 #ifndef MLRT_LAUNCHER_OPTIONS_H
 #define MLRT_LAUNCHER_OPTIONS_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 typedef enum restart_policy {
@@ -17,6 +18,9 @@ typedef struct mlrun_opts {
 	const char *ps_ckpt_dir; /* servers' shard checkpoints, or NULL */
 	int ps_ckpt_ms;
 	int evaluator;         /* start an evaluator (parameter-server jobs) */
+	int gpus_per_proc;     /* GPUs each worker gets (CUDA_VISIBLE_DEVICES) */
+	uint64_t gpu_mem;      /* bytes each of those GPUs must have, 0: any */
+	int cuda_version;      /* CUDA the driver must support (12020 = 12.2), 0: any */
 	int nnodes_min;        /* agents in the gang (--nnodes MIN[:MAX]) */
 	int nnodes_max;
 	restart_policy policy;

@@ -11,5 +11,6 @@
 #include <mlrt/ckpt.h>
 #include <mlrt/metrics.h>
 #include <mlrt/ps.h>
+#include <mlrt/device.h>
 
 #endif

@@ -1,0 +1,163 @@
+/* GPU discovery through the CUDA runtime, with NVML (dlopen) for what the
+ * runtime does not tell (device.h). */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mlrt_config.h"
+
+#if HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#include <mlrt/device.h>
+
+#include "runtime/common.h"
+
+#if HAVE_CUDA
+
+/* ---- NVML, when the driver has it ---- */
+
+typedef struct nvml_util {
+	unsigned int gpu, memory;
+} nvml_util;
+
+typedef struct nvml_memory {
+	unsigned long long total, free, used;
+} nvml_memory;
+
+static struct {
+	pthread_once_t once;
+	int ok;
+	int (*by_pci)(const char *bus, void **dev);
+	int (*util)(void *dev, nvml_util *u);
+	int (*memory)(void *dev, nvml_memory *m);
+} nvml = {.once = PTHREAD_ONCE_INIT};
+
+static void nvml_load(void)
+{
+	void *lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+	int (*init)(void);
+
+	if (lib == NULL)
+		return;
+	init = (int (*)(void))dlsym(lib, "nvmlInit_v2");
+	nvml.by_pci = (int (*)(const char *, void **))dlsym(lib, "nvmlDeviceGetHandleByPciBusId_v2");
+	nvml.util = (int (*)(void *, nvml_util *))dlsym(lib, "nvmlDeviceGetUtilizationRates");
+	nvml.memory = (int (*)(void *, nvml_memory *))dlsym(lib, "nvmlDeviceGetMemoryInfo");
+	nvml.ok = init != NULL && nvml.by_pci != NULL && nvml.util != NULL && nvml.memory != NULL &&
+	          init() == 0;
+}
+
+static void nvml_fill(mlrt_device_info *info)
+{
+	nvml_util u;
+	nvml_memory m;
+	void *dev;
+
+	pthread_once(&nvml.once, nvml_load);
+	if (!nvml.ok || nvml.by_pci(info->pci_bus_id, &dev) != 0)
+		return;
+	if (nvml.util(dev, &u) == 0)
+		info->util_percent = (int)u.gpu;
+	if (nvml.memory(dev, &m) == 0)
+		info->mem_used = (int64_t)m.used;
+}
+
+int mlrt_device_count(int *count)
+{
+	cudaError_t e;
+	int n = 0;
+
+	if (count == NULL)
+		return MLRT_ERR_INVALID;
+	*count = 0;
+	e = cudaGetDeviceCount(&n);
+	if (e != cudaSuccess) {
+		mlrt_log(MLRT_LOG_INFO, "device: no CUDA device here: %s", cudaGetErrorString(e));
+		return MLRT_OK;
+	}
+	*count = n;
+	return MLRT_OK;
+}
+
+int mlrt_device_query(int index, mlrt_device_info *info)
+{
+	struct cudaDeviceProp p;
+	size_t free_b = 0, total_b = 0;
+	const unsigned char *u;
+	int n = 0, cur = -1;
+
+	if (info == NULL || mlrt_device_count(&n) != MLRT_OK || index < 0 || index >= n)
+		return MLRT_ERR_INVALID;
+	memset(info, 0, sizeof(*info));
+	if (cudaGetDeviceProperties(&p, index) != cudaSuccess)
+		return MLRT_ERR_UNAVAILABLE;
+	info->index = index;
+	snprintf(info->name, sizeof(info->name), "%s", p.name);
+	u = (const unsigned char *)p.uuid.bytes;
+	snprintf(info->uuid, sizeof(info->uuid),
+	         "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
+	         u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+	         u[14], u[15]);
+	cudaDeviceGetPCIBusId(info->pci_bus_id, (int)sizeof(info->pci_bus_id), index);
+	info->mem_total = p.totalGlobalMem;
+	info->cc_major = p.major;
+	info->cc_minor = p.minor;
+	/* Free memory needs a context on the device: make it, then go back. */
+	cudaGetDevice(&cur);
+	if (cudaSetDevice(index) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+		info->mem_free = free_b;
+	if (cur >= 0)
+		cudaSetDevice(cur);
+	info->util_percent = -1;
+	info->mem_used = -1;
+	nvml_fill(info);
+	return MLRT_OK;
+}
+
+int mlrt_cuda_versions(int *driver, int *runtime)
+{
+	if (driver == NULL || runtime == NULL)
+		return MLRT_ERR_INVALID;
+	*driver = 0;
+	*runtime = CUDART_VERSION;
+	if (cudaDriverGetVersion(driver) != cudaSuccess)
+		*driver = 0;
+	return MLRT_OK;
+}
+
+#else /* !HAVE_CUDA */
+
+static int unsupported(void)
+{
+	mlrt_log(MLRT_LOG_ERROR, "device: this mlrt was built without CUDA (install the CUDA "
+	                         "toolkit and rebuild with meson -Dcuda=enabled)");
+	return MLRT_ERR_UNSUPPORTED;
+}
+
+int mlrt_device_count(int *count)
+{
+	if (count != NULL)
+		*count = 0;
+	return unsupported();
+}
+
+int mlrt_device_query(int index, mlrt_device_info *info)
+{
+	(void)index;
+	(void)info;
+	return unsupported();
+}
+
+int mlrt_cuda_versions(int *driver, int *runtime)
+{
+	if (driver != NULL)
+		*driver = 0;
+	if (runtime != NULL)
+		*runtime = 0;
+	return unsupported();
+}
+
+#endif

@@ -1,0 +1,47 @@
+# `mlrun devices` lists this host's GPUs (a table and --json that agree);
+# GPU requirements a host cannot meet refuse the job before anything
+# starts, naming the host; with GPUs, each worker gets its own through
+# CUDA_VISIBLE_DEVICES.  Skips (77) when mlrun was built without CUDA.
+. "$(dirname "$0")/lib.sh"
+
+if ! "$MLRUN" devices >"$TMP/table" 2>"$TMP/err"; then
+	grep -q 'built without CUDA' "$TMP/err" && { echo "skip: mlrun was built without CUDA"; exit 77; }
+	fail "mlrun devices: $(cat "$TMP/err")"
+fi
+host=$(hostname)
+n=$(sed -n "s/^host $host: \([0-9]*\) CUDA devices\{0,1\} .*/\1/p" "$TMP/table")
+[ -n "$n" ] || fail "no summary line: $(cat "$TMP/table")"
+"$MLRUN" devices --json >"$TMP/json" || fail "mlrun devices --json failed"
+python3 - "$TMP/json" "$n" "$host" <<'PY' || fail "--json disagrees: $(cat "$TMP/json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["host"] == sys.argv[3], d["host"]
+assert len(d["devices"]) == int(sys.argv[2]), d["devices"]
+for g in d["devices"]:
+    assert g["uuid"].startswith("GPU-") and g["mem_total"] > 0 and g["mem_free"] <= g["mem_total"]
+PY
+echo "mlrun devices: $n device(s), table and JSON agree"
+
+# More GPUs than the host has: refused, naming the host, nothing started.
+want=$((n + 1))
+"$MLRUN" --gpus-per-proc 1 -np $want -- sh -c 'touch "$0"' "$TMP/started" >"$TMP/out" 2>"$TMP/err" &&
+	fail "a job needing $want GPUs started on a host with $n"
+grep -q "host $host has $n GPUs\{0,1\}; the job needs $want ($want processes x --gpus-per-proc 1); nothing was started" \
+	"$TMP/err" || fail "refusal message: $(cat "$TMP/err")"
+[ ! -e "$TMP/started" ] || fail "a worker started although the job was refused"
+"$MLRUN" --gpus-per-proc 0 --cuda 99.9 -np 1 true 2>"$TMP/err" && fail "--cuda 99.9 accepted"
+grep -q "host $host: the driver supports CUDA .*; the job needs 99.9" "$TMP/err" ||
+	fail "--cuda refusal: $(cat "$TMP/err")"
+for bad in "--gpu-mem 40XB" "--gpu-mem -1GiB" "--cuda 12" "--gpus-per-proc x"; do
+	"$MLRUN" $bad -np 1 true 2>"$TMP/err"
+	[ $? -eq 2 ] || fail "mlrun $bad: want exit 2: $(cat "$TMP/err")"
+done
+echo "requirements a host cannot meet: refused before anything starts"
+
+if [ "$n" -ge 2 ]; then
+	"$MLRUN" --gpus-per-proc 1 --gpu-mem 1GiB -np 2 --tag-output -- sh -c 'echo "visible=$CUDA_VISIBLE_DEVICES"' \
+		>"$TMP/out" || fail "a job with 1 GPU per process failed"
+	grep -q '^\[0\]: visible=0$' "$TMP/out" && grep -q '^\[1\]: visible=1$' "$TMP/out" ||
+		fail "CUDA_VISIBLE_DEVICES: $(cat "$TMP/out")"
+	echo "--gpus-per-proc 1: each worker sees its own GPU"
+fi
