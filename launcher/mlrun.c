@@ -7,6 +7,8 @@
  * On one host mlrun is the store, the controller (restart policy) and the
  * host's agent at once; docs/launcher.md has the whole picture. */
 #include <errno.h>
+#include <netdb.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -30,6 +32,7 @@
 
 #define BACKOFF_FIRST_MS 200
 #define BACKOFF_MAX_MS 10000
+#define LEAVE_WAIT_MS 5000 /* the store's host waits this long for the other hosts to leave */
 
 static int signal_pipe[2] = {-1, -1};
 
@@ -151,9 +154,52 @@ static void backoff(int ms)
 		usleep(10000);
 }
 
+/* Whether something listens on "HOST:PORT" (a connect within 500 ms). */
+static int listening(const char *endpoint)
+{
+	char host[256];
+	const char *colon = strrchr(endpoint, ':');
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+	struct pollfd p = {.events = POLLOUT};
+	int ok = 0, err = 0;
+	socklen_t len = sizeof(err);
+
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - endpoint), endpoint);
+	if (getaddrinfo(host, colon + 1, &hints, &ai) != 0)
+		return 0;
+	p.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (p.fd >= 0) {
+		if (connect(p.fd, ai->ai_addr, ai->ai_addrlen) == 0)
+			ok = 1;
+		else if (errno == EINPROGRESS && poll(&p, 1, 500) == 1 &&
+		         getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0)
+			ok = 1;
+		close(p.fd);
+	}
+	freeaddrinfo(ai);
+	return ok;
+}
+
+/* With one mlrun per host, the one serving the store keeps it until the
+ * others have left (or LEAVE_WAIT_MS passes: a host may be gone). */
+static void leave_job(mlrt_store *store, const char *job_id, int serving, int nnodes)
+{
+	char key[300];
+	int64_t left = 0, deadline = mlrti_now_ms() + LEAVE_WAIT_MS;
+
+	snprintf(key, sizeof(key), "%s/agents-left", job_id);
+	if (mlrt_store_add(store, key, 1, &left) != MLRT_OK || !serving)
+		return;
+	while (left < nnodes && mlrti_now_ms() < deadline) {
+		usleep(20000);
+		if (mlrt_store_add(store, key, 0, &left) != MLRT_OK)
+			return;
+	}
+}
+
 static int run_job(mlrun_opts *o)
 {
-	char job_id[128], host[256] = "localhost", gen_prefix[192];
+	char job_id[128], host[256] = "localhost", gen_prefix[192], endpoint[300];
 	mlrt_store_server *srv = NULL;
 	mlrt_store *store = NULL;
 	agent a = {0};
@@ -174,7 +220,12 @@ static int run_job(mlrun_opts *o)
 	}
 	if (o->tag_output < 0)
 		o->tag_output = isatty(STDOUT_FILENO);
-	gethostname(host, sizeof(host) - 1);
+	/* MLRT_HOSTNAME names this host in the gang (tests run several "hosts"
+	 * on one machine); the workers see it too. */
+	if (getenv("MLRT_HOSTNAME") != NULL && getenv("MLRT_HOSTNAME")[0] != '\0')
+		snprintf(host, sizeof(host), "%s", getenv("MLRT_HOSTNAME"));
+	else
+		gethostname(host, sizeof(host) - 1);
 	/* Gang semantics: a host that cannot meet the job's GPU needs starts
 	 * nothing. */
 	{
@@ -188,6 +239,8 @@ static int run_job(mlrun_opts *o)
 	}
 	if (o->job_id != NULL)
 		snprintf(job_id, sizeof(job_id), "%s", o->job_id);
+	else if (o->rdzv_endpoint != NULL) /* the same on every host */
+		snprintf(job_id, sizeof(job_id), "mlrt-%s", strrchr(o->rdzv_endpoint, ':') + 1);
 	else
 		snprintf(job_id, sizeof(job_id), "mlrt-%d", (int)getpid());
 
@@ -203,17 +256,25 @@ static int run_job(mlrun_opts *o)
 	sigaddset(&mask, SIGHUP);
 	sigaddset(&mask, SIGCHLD);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
-	rc = mlrt_store_server_start("tcp://127.0.0.1:0", &srv);
+	if (o->rdzv_endpoint != NULL) {
+		/* The first mlrun that can listen there serves the store. */
+		snprintf(endpoint, sizeof(endpoint), "tcp://%s", o->rdzv_endpoint);
+		if (listening(o->rdzv_endpoint) || mlrt_store_server_start(endpoint, &srv) != MLRT_OK)
+			srv = NULL;
+		rc = mlrt_store_open(endpoint, &store);
+	} else {
+		rc = mlrt_store_server_start("tcp://127.0.0.1:0", &srv);
+		if (rc == MLRT_OK)
+			rc = mlrt_store_open(mlrt_store_server_addr(srv), &store);
+	}
 	pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
-	if (rc == MLRT_OK)
-		rc = mlrt_store_open(mlrt_store_server_addr(srv), &store);
 	if (rc != MLRT_OK) {
 		fprintf(stderr, "mlrun: cannot start the job's store: %s\n", mlrt_strerror(rc));
 		goto out;
 	}
 	a.o = o;
 	a.store = store;
-	a.store_addr = mlrt_store_server_addr(srv);
+	a.store_addr = o->rdzv_endpoint != NULL ? endpoint : mlrt_store_server_addr(srv);
 	a.job_id = job_id;
 	a.host = host;
 	a.master_port = free_port();
@@ -249,9 +310,14 @@ static int run_job(mlrun_opts *o)
 			goto out;
 		}
 		summarise(&a, &out, gen, restarts, verdict);
-		/* The old generation's keys are no longer needed. */
-		snprintf(gen_prefix, sizeof(gen_prefix), "%s/g%" PRId64 "/", job_id, gen);
-		mlrt_store_delete_prefix(store, gen_prefix, NULL);
+		/* Old generations' keys are no longer needed; with an agent on
+		 * other hosts, the one just ended still is (its abort tells
+		 * them to stop), so drop the one before. */
+		if (o->rdzv_endpoint == NULL || gen >= 1) {
+			snprintf(gen_prefix, sizeof(gen_prefix), "%s/g%" PRId64 "/", job_id,
+			         o->rdzv_endpoint == NULL ? gen : gen - 1);
+			mlrt_store_delete_prefix(store, gen_prefix, NULL);
+		}
 		backoff(backoff_ms(restarts));
 		restarts++;
 		gen++;
@@ -260,6 +326,8 @@ static int run_job(mlrun_opts *o)
 		        gen, restarts, o->max_restarts, mlrti_now_ms() - failed_at);
 	}
 out:
+	if (o->rdzv_endpoint != NULL && store != NULL)
+		leave_job(store, job_id, srv != NULL, o->nnodes_min);
 	mlrt_store_close(store);
 	if (srv != NULL)
 		mlrt_store_server_stop(srv);

@@ -32,6 +32,7 @@ enum {
 	OPT_GPUS_PER_PROC,
 	OPT_GPU_MEM,
 	OPT_CUDA,
+	OPT_RDZV_ENDPOINT,
 };
 
 static const struct option long_opts[] = {
@@ -56,6 +57,7 @@ static const struct option long_opts[] = {
 	{"gpus-per-proc", required_argument, NULL, OPT_GPUS_PER_PROC},
 	{"gpu-mem", required_argument, NULL, OPT_GPU_MEM},
 	{"cuda", required_argument, NULL, OPT_CUDA},
+	{"rdzv-endpoint", required_argument, NULL, OPT_RDZV_ENDPOINT},
 	{"verbose", no_argument, NULL, OPT_VERBOSE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"version", no_argument, NULL, OPT_VERSION},
@@ -109,6 +111,10 @@ void mlrun_print_help(FILE *f)
 	"Rendezvous:\n"
 	"  --rdzv-timeout SEC       deadline for the gang to form (default 60)\n"
 	"  --rdzv-last-call SEC     wait for more agents once MIN joined (default 1)\n"
+	"  --rdzv-endpoint H:P      torchrun style: start the same mlrun on each host;\n"
+	"                           the one that can listen on H:P serves the job's\n"
+	"                           store there, the others join it (give the same\n"
+	"                           --job-id everywhere, or let it default from P)\n"
 	"\n"
 	"Output:\n"
 	"  --tag-output             prefix each line with the worker's rank ([3]: ...);\n"
@@ -296,6 +302,16 @@ int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
 				return bad(err, "--ps-ckpt-interval", optarg,
 				           "want seconds from 0.001 to 86400");
 			break;
+		case OPT_RDZV_ENDPOINT: {
+			const char *colon = strrchr(optarg, ':');
+			int64_t port;
+
+			if (colon == NULL || colon == optarg ||
+			    mlrti_parse_int(colon + 1, 1, 65535, &port) != MLRT_OK)
+				return bad(err, "--rdzv-endpoint", optarg, "want HOST:PORT");
+			o->rdzv_endpoint = optarg;
+			break;
+		}
 		case OPT_GPUS_PER_PROC:
 			if (mlrti_parse_int(optarg, 0, 64, &v) != MLRT_OK)
 				return bad(err, "--gpus-per-proc", optarg, "want a count from 0 to 64");

@@ -21,6 +21,7 @@ typedef struct mlrun_opts {
 	int gpus_per_proc;     /* GPUs each worker gets (CUDA_VISIBLE_DEVICES) */
 	uint64_t gpu_mem;      /* bytes each of those GPUs must have, 0: any */
 	int cuda_version;      /* CUDA the driver must support (12020 = 12.2), 0: any */
+	const char *rdzv_endpoint; /* "HOST:PORT" of the job's store (one mlrun per host), or NULL */
 	int nnodes_min;        /* agents in the gang (--nnodes MIN[:MAX]) */
 	int nnodes_max;
 	restart_policy policy;
