@@ -5,7 +5,7 @@
 # state is bitwise identical to an uninterrupted run's.
 . "$(dirname "$0")/lib.sh"
 
-NP=3 STEPS=${FAILOVER_STEPS:-600} EVERY=20 MIB=2
+NP=3 STEPS=${FAILOVER_STEPS:-1500} EVERY=20 MIB=2
 seed=${FAILOVER_SEED:-$RANDOM}
 RANDOM=$seed
 echo "kill schedule seed $seed (FAILOVER_SEED=$seed to repeat)"
@@ -35,7 +35,7 @@ kill_in() {
 	local gen=$1 how=$2 victim=$((RANDOM % NP)) deadline
 	wait_for_files $NP "$TMP/run/pid-g$gen-r*" 30 || return 1
 	if [ "$how" = pause ]; then
-		sleep "0.$((RANDOM % 6 + 1))"
+		sleep "0.$((RANDOM % 4 + 1))"
 	else
 		deadline=$((SECONDS + 20))
 		until saving "$TMP/run/pid-g$gen-r0"; do
