@@ -1,13 +1,17 @@
 /* One generation of the gang on this host. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -102,6 +106,69 @@ static int replicated(const agent *a)
 	return a->o->ps_replicas > 0 || (a->o->ps_replicas < 0 && a->o->servers >= 2);
 }
 
+/* The address of this host that reaches the store (the interface the
+ * kernel would route through), for the other hosts to reach us. */
+static void outbound_addr(const agent *a, char *buf, size_t n)
+{
+	char host[256];
+	const char *p = strstr(a->store_addr, "://"), *colon;
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM}, *ai = NULL;
+	struct sockaddr_in me;
+	socklen_t len = sizeof(me);
+	int fd;
+
+	snprintf(buf, n, "127.0.0.1");
+	p = p != NULL ? p + 3 : a->store_addr;
+	colon = strrchr(p, ':');
+	if (colon == NULL)
+		return;
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - p), p);
+	if (getaddrinfo(host, colon + 1, &hints, &ai) != 0)
+		return;
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&me, &len) == 0)
+		inet_ntop(AF_INET, &me.sin_addr, buf, (socklen_t)n);
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+}
+
+/* MASTER_ADDR and MASTER_PORT, the same on every host: rank 0's host
+ * publishes its own in the store for the generation; the others read it.
+ * On one host: loopback. */
+static int agree_master(agent *a, int64_t gen, const mlrti_rdzv_result *r, gen_outcome *out)
+{
+	char key[300], val[128];
+	const char *keys[1] = {key};
+	void *got = NULL;
+	size_t len;
+	int rc;
+
+	snprintf(a->master_addr, sizeof(a->master_addr), "127.0.0.1");
+	if (r->nmembers <= 1)
+		return 0;
+	snprintf(key, sizeof(key), "%s/g%" PRId64 "/master", a->job_id, gen);
+	if (r->index == 0) {
+		outbound_addr(a, a->master_addr, sizeof(a->master_addr));
+		snprintf(val, sizeof(val), "%s %d", a->master_addr, a->master_port);
+		rc = mlrt_store_set(a->store, key, val, strlen(val));
+	} else {
+		rc = mlrt_store_wait(a->store, keys, 1, a->o->rdzv_timeout_ms);
+		if (rc == MLRT_OK)
+			rc = mlrt_store_get(a->store, key, &got, &len);
+		if (rc == MLRT_OK && sscanf(got, "%63s %d", a->master_addr, &a->master_port) != 2)
+			rc = MLRT_ERR_PROTOCOL;
+		free(got);
+	}
+	if (rc == MLRT_OK)
+		return 0;
+	out->result = GEN_ERROR;
+	snprintf(out->error, sizeof(out->error), "generation %" PRId64 ": cannot agree on "
+	         "MASTER_ADDR with the other hosts: %s", gen, mlrt_strerror(rc));
+	return -1;
+}
+
 /* The full environment of one worker. */
 static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank, int64_t gen,
                      int restarts, env_list *e)
@@ -143,7 +210,7 @@ static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank,
 	fail |= env_add(e, "GROUP_WORLD_SIZE", "%d", r->nmembers);
 	fail |= env_add(e, "ROLE_RANK", "%d", rank);
 	fail |= env_add(e, "ROLE_WORLD_SIZE", "%d", r->world_size);
-	fail |= env_add(e, "MASTER_ADDR", "%s", "127.0.0.1");
+	fail |= env_add(e, "MASTER_ADDR", "%s", a->master_addr);
 	fail |= env_add(e, "MASTER_PORT", "%d", a->master_port);
 	fail |= env_add(e, "TORCHELASTIC_RESTART_COUNT", "%d", restarts);
 	fail |= env_add(e, "TORCHELASTIC_MAX_RESTARTS", "%d", a->o->max_restarts);
@@ -512,7 +579,7 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
 	g.gen = gen;
 	g.restarts = restart_count;
 
-	if (join_gang(a, gen, &r, out) != 0) {
+	if (join_gang(a, gen, &r, out) != 0 || agree_master(a, gen, &r, out) != 0) {
 		mlrti_rdzv_result_fini(&r);
 		return;
 	}

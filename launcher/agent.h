@@ -21,6 +21,7 @@ typedef struct agent {
 	const char *job_id;
 	const char *host;   /* this agent's name in the rendezvous */
 	int master_port;    /* MASTER_PORT given to the workers */
+	char master_addr[64]; /* MASTER_ADDR given to the workers (set each generation) */
 	char *program;      /* resolved path of o->argv[0] */
 	int signal_fd;      /* read end of mlrun's self-pipe for signals */
 } agent;

@@ -1,5 +1,6 @@
 # torchrun style: the same mlrun started once per "host" (two here, named
 # with MLRT_HOSTNAME) with --rdzv-endpoint forms one gang: ranks by host,
+# MASTER_ADDR/MASTER_PORT the same everywhere,
 # the flagship trains across both to the accuracy it reaches on one host,
 # and a killed worker restarts the gang on both hosts.
 . "$(dirname "$0")/lib.sh"
@@ -23,6 +24,14 @@ both "$PROBE"
 for r in 0 1; do grep -q "^probe rank=$r size=4 " "$TMP/a.out" || fail "hostA lacks rank $r"; done
 for r in 2 3; do grep -q "^probe rank=$r size=4 " "$TMP/b.out" || fail "hostB lacks rank $r"; done
 echo "2 hosts x 2: ranks 0-1 on hostA, 2-3 on hostB"
+
+# PyTorch's rendezvous variables agree across hosts: rank 0's host and port.
+both sh -c 'echo "master=$MASTER_ADDR:$MASTER_PORT"'
+[ $rc_a -eq 0 ] && [ $rc_b -eq 0 ] || fail "sh: $(cat "$TMP/a.err" "$TMP/b.err")"
+[ "$(cat "$TMP/a.out" "$TMP/b.out" | grep -c '^master=')" -eq 4 ] &&
+	[ "$(cat "$TMP/a.out" "$TMP/b.out" | sort -u | wc -l)" -eq 1 ] ||
+	fail "MASTER_ADDR/PORT differ between hosts: $(cat "$TMP/a.out" "$TMP/b.out")"
+echo "MASTER_ADDR:MASTER_PORT the same on both hosts: $(head -1 "$TMP/a.out")"
 
 both "$MLP" --ckpt-dir "$TMP/ck"
 [ $rc_a -eq 0 ] && [ $rc_b -eq 0 ] || fail "mlp: $(tail -5 "$TMP/a.err" "$TMP/b.err")"
