@@ -38,6 +38,15 @@ for bad in "--gpu-mem 40XB" "--gpu-mem -1GiB" "--cuda 12" "--gpus-per-proc x"; d
 done
 echo "requirements a host cannot meet: refused before anything starts"
 
+if [ "$n" -ge 1 ]; then
+	"$MLRUN" --gpus-per-proc 1 -np 1 --tag-output -- sh -c 'echo "visible=$CUDA_VISIBLE_DEVICES"' \
+		>"$TMP/out" || fail "a job with 1 GPU failed"
+	grep -q '^\[0\]: visible=0$' "$TMP/out" || fail "CUDA_VISIBLE_DEVICES: $(cat "$TMP/out")"
+	"$MLRUN" --gpus-per-proc 1 --gpu-mem 100TiB -np 1 true 2>"$TMP/err" && fail "--gpu-mem 100TiB accepted"
+	grep -q "host $host: GPU 0 (.*) has [0-9]* MiB; the job needs 104857600 MiB per GPU" "$TMP/err" ||
+		fail "--gpu-mem refusal: $(cat "$TMP/err")"
+	echo "1 GPU: CUDA_VISIBLE_DEVICES=0; --gpu-mem beyond the GPU refused"
+fi
 if [ "$n" -ge 2 ]; then
 	"$MLRUN" --gpus-per-proc 1 --gpu-mem 1GiB -np 2 --tag-output -- sh -c 'echo "visible=$CUDA_VISIBLE_DEVICES"' \
 		>"$TMP/out" || fail "a job with 1 GPU per process failed"
