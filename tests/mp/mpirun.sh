@@ -6,7 +6,7 @@
 command -v mpirun >/dev/null || { echo "SKIP: mpirun (Open MPI) is not installed" >&2; exit 77; }
 extra=()
 if [ "${MLRT_HAVE_MPI:-0}" != 1 ]; then
-	extra=(-x MASTER_ADDR=127.0.0.1 -x MASTER_PORT=$((20000 + RANDOM % 20000)))
+	extra=(-x MASTER_ADDR=127.0.0.1 -x MASTER_PORT=$((20000 + RANDOM % 12000)))
 fi
 timeout 120 mpirun --allow-run-as-root --oversubscribe -np 4 --mca btl self,tcp \
 	"${extra[@]}" "$PROBE" >"$TMP/out" 2>"$TMP/err" || fail "mpirun exited $?: $(cat "$TMP/err")"

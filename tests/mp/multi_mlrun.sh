@@ -5,7 +5,7 @@
 # and a killed worker restarts the gang on both hosts.
 . "$(dirname "$0")/lib.sh"
 
-port=$((20000 + RANDOM % 20000))
+port=$((20000 + RANDOM % 12000)) # below the ephemeral ports (32768 up) that other tests bind
 both() { # ARGS...: run mlrun on hostA (in the background) and hostB
 	MLRT_HOSTNAME=hostA "$MLRUN" --nnodes 2 -np 2 --rdzv-endpoint 127.0.0.1:$port \
 		--no-tag-output "$@" >"$TMP/a.out" 2>"$TMP/a.err" &

@@ -3,7 +3,7 @@
 # ranks meet at a barrier.
 . "$(dirname "$0")/lib.sh"
 
-port=$((20000 + RANDOM % 20000))
+port=$((20000 + RANDOM % 12000)) # below the ephemeral ports (32768 up) that other tests bind
 pids=()
 for r in 0 1 2; do
 	env -u MLRT_RANK RANK=$r WORLD_SIZE=3 LOCAL_RANK=$r LOCAL_WORLD_SIZE=3 \
