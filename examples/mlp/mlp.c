@@ -24,8 +24,12 @@
 
 #include <mlrt/mlrt.h>
 
+#include "../common/example.h"
+
 #include "digits.h"
 #include "model.h"
+
+#define PROG "mlp" /* in messages */
 
 #ifndef MLP_DEFAULT_DATA
 #define MLP_DEFAULT_DATA "data/digits.csv.gz"
@@ -111,40 +115,7 @@ static void usage(FILE *f)
 	        MLP_DEFAULT_DATA);
 }
 
-static int parse_int(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-	char *end;
-	long long v;
 
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (end == s || *end != '\0' || errno != 0 || v < lo || v > hi) {
-		fprintf(stderr, "mlp: --%s: '%s' is not an integer in [%" PRId64 ", %" PRId64 "]\n",
-		        opt, s, lo, hi);
-		return -1;
-	}
-	*out = v;
-	return 0;
-}
-
-/* A finite number in [lo, hi), or in (0, hi) when lo == 0 and !zero_ok. */
-static int parse_real(const char *opt, const char *s, double lo, double hi, int zero_ok,
-                      double *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (end == s || *end != '\0' || errno != 0 || !isfinite(v) || v < lo || v >= hi ||
-	    (!zero_ok && v == lo)) {
-		fprintf(stderr, "mlp: --%s: '%s' is not a number in %c%g, %g)\n", opt, s,
-		        zero_ok ? '[' : '(', lo, hi);
-		return -1;
-	}
-	*out = v;
-	return 0;
-}
 
 /* 0: parsed; 1: --help was given; -1: bad usage (message printed). */
 static int parse_options(int argc, char **argv, struct options *o)
@@ -196,14 +167,14 @@ static int parse_options(int argc, char **argv, struct options *o)
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_DATA: o->data = optarg; break;
-		case OPT_EPOCHS: bad |= parse_int("epochs", optarg, 1, 1000000, &o->epochs); break;
-		case OPT_HIDDEN: bad |= parse_int("hidden", optarg, 1, 4096, &o->hidden); break;
-		case OPT_BATCH: bad |= parse_int("batch", optarg, 1, 1000000, &o->batch); break;
-		case OPT_LR: bad |= parse_real("lr", optarg, 0.0, 100.0, 0, &o->lr); break;
+		case OPT_EPOCHS: bad |= arg_int(PROG, "epochs", optarg, 1, 1000000, &o->epochs); break;
+		case OPT_HIDDEN: bad |= arg_int(PROG, "hidden", optarg, 1, 4096, &o->hidden); break;
+		case OPT_BATCH: bad |= arg_int(PROG, "batch", optarg, 1, 1000000, &o->batch); break;
+		case OPT_LR: bad |= arg_real(PROG, "lr", optarg, 0.0, 100.0, 0, &o->lr); break;
 		case OPT_MOMENTUM:
-			bad |= parse_real("momentum", optarg, 0.0, 1.0, 1, &o->momentum);
+			bad |= arg_real(PROG, "momentum", optarg, 0.0, 1.0, 1, &o->momentum);
 			break;
-		case OPT_SEED: bad |= parse_int("seed", optarg, 0, INT64_MAX, &o->seed); break;
+		case OPT_SEED: bad |= arg_int(PROG, "seed", optarg, 0, INT64_MAX, &o->seed); break;
 		case OPT_CKPT_DIR:
 			if (optarg[0] == '\0') {
 				fprintf(stderr, "mlp: --ckpt-dir: empty directory name\n");
@@ -212,12 +183,12 @@ static int parse_options(int argc, char **argv, struct options *o)
 			o->ckpt_dir = optarg;
 			break;
 		case OPT_CKPT_EVERY:
-			bad |= parse_int("ckpt-every", optarg, 1, INT64_MAX, &o->ckpt_every);
+			bad |= arg_int(PROG, "ckpt-every", optarg, 1, INT64_MAX, &o->ckpt_every);
 			break;
 		case OPT_CKPT_ASYNC: o->ckpt_async = 1; break;
 		case OPT_WEIGHTS_OUT: o->weights_out = optarg; break;
 		case OPT_CRASH_AT_STEP:
-			bad |= parse_int("crash-at-step", optarg, 0, INT64_MAX, &o->crash_at_step);
+			bad |= arg_int(PROG, "crash-at-step", optarg, 0, INT64_MAX, &o->crash_at_step);
 			break;
 		case 'h': return 1;
 		default: bad = -1; break;
@@ -449,13 +420,6 @@ static int write_weights(const struct trainer *t, const char *path)
 	return MLRT_OK;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int train(struct trainer *t)
 {
@@ -495,7 +459,7 @@ static int train(struct trainer *t)
 		fflush(stdout);
 	}
 
-	t0 = now_s();
+	t0 = example_now_s();
 	while (t->step < t->total_steps) {
 		if (t->step == o->crash_at_step && mlrt_restart_count(t->ctx) == 0 &&
 		    t->rank == t->size - 1) {
@@ -527,7 +491,7 @@ static int train(struct trainer *t)
 	CHECK(evaluate(t, t->test, t->ntest, &loss, &acc));
 	if (t->rank != 0)
 		return MLRT_OK;
-	printf("mlp: %" PRId64 " steps in %.2f s\n", t->step, now_s() - t0);
+	printf("mlp: %" PRId64 " steps in %.2f s\n", t->step, example_now_s() - t0);
 	printf("test accuracy: %.4f\n", acc);
 	fflush(stdout);
 	rc = mlrt_report(t->ctx, "accuracy", acc, t->step / t->steps_per_epoch);

@@ -35,7 +35,11 @@
 
 #include <mlrt/mlrt.h>
 
+#include "../common/example.h"
+
 #include "../mlp/digits.h"
+
+#define PROG "ps_dense" /* in messages */
 
 #ifndef PS_DENSE_DEFAULT_DATA
 #define PS_DENSE_DEFAULT_DATA "data/digits.csv.gz"
@@ -118,22 +122,6 @@ static void usage(FILE *f)
 	        PS_DENSE_DEFAULT_DATA);
 }
 
-static int parse_int(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-	char *end;
-	long long v;
-
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (end == s || *end != '\0' || errno != 0 || v < lo || v > hi) {
-		fprintf(stderr,
-		        "ps_dense: --%s: '%s' is not an integer in [%" PRId64 ", %" PRId64 "]\n",
-		        opt, s, lo, hi);
-		return -1;
-	}
-	*out = v;
-	return 0;
-}
 
 /* 0: parsed; 1: --help; -1: bad usage (message printed). */
 static int parse_options(int argc, char **argv, struct options *o)
@@ -186,8 +174,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 			}
 			break;
 		case OPT_DATA: o->data = optarg; break;
-		case OPT_EPOCHS: bad |= parse_int("epochs", optarg, 1, 1000000, &o->epochs); break;
-		case OPT_BATCH: bad |= parse_int("batch", optarg, 1, 1000000, &o->batch); break;
+		case OPT_EPOCHS: bad |= arg_int(PROG, "epochs", optarg, 1, 1000000, &o->epochs); break;
+		case OPT_BATCH: bad |= arg_int(PROG, "batch", optarg, 1, 1000000, &o->batch); break;
 		case OPT_LR:
 			errno = 0;
 			o->lr = strtod(optarg, &end);
@@ -198,7 +186,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 				bad = -1;
 			}
 			break;
-		case OPT_SEED: bad |= parse_int("seed", optarg, 0, INT64_MAX, &o->seed); break;
+		case OPT_SEED: bad |= arg_int(PROG, "seed", optarg, 0, INT64_MAX, &o->seed); break;
 		case OPT_WEIGHTS_OUT: o->weights_out = optarg; break;
 		case OPT_COMPARE: o->compare = optarg; break;
 		case 'h': return 1;
@@ -486,13 +474,6 @@ static int compare_weights(const struct trainer *t, const char *path)
 	return MLRT_OK;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int train(struct trainer *t)
 {
@@ -523,7 +504,7 @@ static int train(struct trainer *t)
 	}
 
 	memset(t->params, 0, sizeof(t->params)); /* as the servers' MLRT_PS_ZEROS */
-	t0 = now_s();
+	t0 = example_now_s();
 	for (int64_t e = 1; e <= o->epochs; e++) {
 		double sums[2] = {0.0, 0.0};
 
@@ -559,7 +540,7 @@ static int train(struct trainer *t)
 		return MLRT_OK;
 
 	evaluate(t, t->test, t->ntest, &loss, &acc);
-	printf("ps_dense: %" PRId64 " steps in %.2f s\n", s, now_s() - t0);
+	printf("ps_dense: %" PRId64 " steps in %.2f s\n", s, example_now_s() - t0);
 	printf("weights fingerprint: %016" PRIx64 "\n", fingerprint(t->params, NPARAMS));
 	if (o->weights_out != NULL)
 		CHECK(write_weights(t, o->weights_out));
@@ -589,15 +570,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ps_dense: mlrt_init: %s\n", mlrt_strerror(rc));
 		return 1;
 	}
-	if (mlrt_ps_role(t.ctx) == MLRT_ROLE_SERVER) {
-		rc = mlrt_ps_serve(t.ctx);
-		if (rc != MLRT_OK)
-			fprintf(stderr, "ps_dense: server %d: %s\n", mlrt_rank(t.ctx),
-			        mlrt_strerror(rc));
-		if (mlrt_finalize(t.ctx) != MLRT_OK && rc == MLRT_OK)
-			rc = MLRT_ERR_INTERNAL;
-		return rc == MLRT_OK ? 0 : 1;
-	}
+	if (mlrt_ps_role(t.ctx) == MLRT_ROLE_SERVER)
+		return example_serve(t.ctx, PROG);
 	t.world = mlrt_world(t.ctx);
 	t.rank = mlrt_rank(t.ctx);
 	t.size = mlrt_size(t.ctx);

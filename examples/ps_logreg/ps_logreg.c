@@ -35,6 +35,10 @@
 
 #include <mlrt/mlrt.h>
 
+#include "../common/example.h"
+
+#define PROG "ps_logreg" /* in messages */
+
 /* Distinguishes the random streams derived from one seed. */
 #define STREAM_TRUTH 1
 #define STREAM_TRAIN 2
@@ -151,41 +155,7 @@ static void usage(FILE *f)
 	        default_lr(MLRT_PS_FTRL), default_lr(MLRT_PS_ADAGRAD));
 }
 
-static int parse_int(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-	char *end;
-	long long v;
 
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (end == s || *end != '\0' || errno != 0 || v < lo || v > hi) {
-		fprintf(stderr,
-		        "ps_logreg: --%s: '%s' is not an integer in [%" PRId64 ", %" PRId64 "]\n",
-		        opt, s, lo, hi);
-		return -1;
-	}
-	*out = v;
-	return 0;
-}
-
-/* A finite number in [lo, hi), or in (lo, hi) when !lo_ok. */
-static int parse_real(const char *opt, const char *s, double lo, double hi, int lo_ok,
-                      double *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (end == s || *end != '\0' || errno != 0 || !isfinite(v) || v < lo || v >= hi ||
-	    (!lo_ok && v == lo)) {
-		fprintf(stderr, "ps_logreg: --%s: '%s' is not a number in %c%g, %g)\n", opt, s,
-		        lo_ok ? '[' : '(', lo, hi);
-		return -1;
-	}
-	*out = v;
-	return 0;
-}
 
 /* 0: parsed; 1: --help; -1: bad usage (message printed). */
 static int parse_options(int argc, char **argv, struct options *o)
@@ -250,19 +220,19 @@ static int parse_options(int argc, char **argv, struct options *o)
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_EXAMPLES:
-			bad |= parse_int("examples", optarg, 1, INT32_MAX, &o->examples);
+			bad |= arg_int(PROG, "examples", optarg, 1, INT32_MAX, &o->examples);
 			break;
 		case OPT_TEST_EXAMPLES:
-			bad |= parse_int("test-examples", optarg, 1, INT32_MAX, &o->test_examples);
+			bad |= arg_int(PROG, "test-examples", optarg, 1, INT32_MAX, &o->test_examples);
 			break;
-		case OPT_VOCAB: bad |= parse_int("vocab", optarg, 1, INT32_MAX, &o->vocab); break;
-		case OPT_ZIPF: bad |= parse_real("zipf", optarg, 0.0, 4.0, 1, &o->zipf); break;
-		case OPT_ACTIVE: bad |= parse_int("active", optarg, 1, 10000, &o->active); break;
+		case OPT_VOCAB: bad |= arg_int(PROG, "vocab", optarg, 1, INT32_MAX, &o->vocab); break;
+		case OPT_ZIPF: bad |= arg_real(PROG, "zipf", optarg, 0.0, 4.0, 1, &o->zipf); break;
+		case OPT_ACTIVE: bad |= arg_int(PROG, "active", optarg, 1, 10000, &o->active); break;
 		case OPT_INFORMATIVE:
-			bad |= parse_int("informative", optarg, 0, INT32_MAX, &o->informative);
+			bad |= arg_int(PROG, "informative", optarg, 0, INT32_MAX, &o->informative);
 			break;
-		case OPT_SEED: bad |= parse_int("seed", optarg, 0, INT64_MAX, &o->seed); break;
-		case OPT_DIM_BITS: bad |= parse_int("dim-bits", optarg, 1, 63, &o->dim_bits); break;
+		case OPT_SEED: bad |= arg_int(PROG, "seed", optarg, 0, INT64_MAX, &o->seed); break;
+		case OPT_DIM_BITS: bad |= arg_int(PROG, "dim-bits", optarg, 1, 63, &o->dim_bits); break;
 		case OPT_OPTIMIZER:
 			if (strcmp(optarg, "ftrl") == 0) {
 				o->optimizer = MLRT_PS_FTRL;
@@ -276,20 +246,20 @@ static int parse_options(int argc, char **argv, struct options *o)
 			}
 			break;
 		case OPT_LR:
-			bad |= parse_real("lr", optarg, 0.0, 1e6, 0, &o->lr);
+			bad |= arg_real(PROG, "lr", optarg, 0.0, 1e6, 0, &o->lr);
 			o->lr_given = 1;
 			break;
-		case OPT_L1: bad |= parse_real("l1", optarg, 0.0, 1e6, 1, &o->l1); break;
-		case OPT_L2: bad |= parse_real("l2", optarg, 0.0, 1e6, 1, &o->l2); break;
-		case OPT_EPOCHS: bad |= parse_int("epochs", optarg, 1, 1000000, &o->epochs); break;
-		case OPT_BATCH: bad |= parse_int("batch", optarg, 1, 1000000, &o->batch); break;
+		case OPT_L1: bad |= arg_real(PROG, "l1", optarg, 0.0, 1e6, 1, &o->l1); break;
+		case OPT_L2: bad |= arg_real(PROG, "l2", optarg, 0.0, 1e6, 1, &o->l2); break;
+		case OPT_EPOCHS: bad |= arg_int(PROG, "epochs", optarg, 1, 1000000, &o->epochs); break;
+		case OPT_BATCH: bad |= arg_int(PROG, "batch", optarg, 1, 1000000, &o->batch); break;
 		case OPT_SYNC:
 			sync = 1;
 			o->consistency = MLRT_PS_SYNC;
 			break;
 		case OPT_BOUNDED:
 			bounded = 1;
-			bad |= parse_int("bounded", optarg, 0, 1000000, &o->staleness);
+			bad |= arg_int(PROG, "bounded", optarg, 0, 1000000, &o->staleness);
 			o->consistency = MLRT_PS_BOUNDED;
 			break;
 		case 'h': return 1;
@@ -626,13 +596,6 @@ static int train_step(struct worker *wk, const int64_t *idx, int64_t n, int64_t 
 	return rc;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* Held-out scores of examples [lo, hi) of the test set, added to
  * sums: model loss, model correct, true loss, true correct. */
@@ -738,7 +701,7 @@ static int run(struct worker *wk)
 		fflush(stdout);
 	}
 
-	t0 = now_s();
+	t0 = example_now_s();
 	for (int64_t e = 0; e < o->epochs; e++) {
 		double ep[2] = {0.0, (double)o->examples};
 
@@ -771,7 +734,7 @@ static int run(struct worker *wk)
 		        mlrt_strerror(rc));
 		return rc;
 	}
-	double train_s = now_s() - t0;
+	double train_s = example_now_s() - t0;
 
 	CHECK(score(wk, o->test_examples * wk->rank / wk->size,
 	            o->test_examples * (wk->rank + 1) / wk->size, sums));
@@ -811,15 +774,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ps_logreg: mlrt_init: %s\n", mlrt_strerror(rc));
 		return 1;
 	}
-	if (mlrt_ps_role(wk.ctx) == MLRT_ROLE_SERVER) {
-		rc = mlrt_ps_serve(wk.ctx);
-		if (rc != MLRT_OK)
-			fprintf(stderr, "ps_logreg: server %d: %s\n", mlrt_rank(wk.ctx),
-			        mlrt_strerror(rc));
-		if (mlrt_finalize(wk.ctx) != MLRT_OK && rc == MLRT_OK)
-			rc = MLRT_ERR_INTERNAL;
-		return rc == MLRT_OK ? 0 : 1;
-	}
+	if (mlrt_ps_role(wk.ctx) == MLRT_ROLE_SERVER)
+		return example_serve(wk.ctx, PROG);
 	wk.world = mlrt_world(wk.ctx);
 	wk.rank = mlrt_rank(wk.ctx);
 	wk.size = mlrt_size(wk.ctx);
