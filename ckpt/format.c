@@ -405,6 +405,32 @@ static hid_t file_access_plist(void)
 	return fapl;
 }
 
+/* Create (truncate) path for writing; -1 with *err set on failure. */
+static hid_t create_h5(const char *path, hid_t fapl, int *err)
+{
+	hid_t file;
+
+	errno = 0;
+	file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+	if (file < 0)
+		*err = errno;
+	return file;
+}
+
+/* Close *file, which writes what HDF5 still holds; *file becomes -1. */
+static int close_h5(hid_t *file, int *err)
+{
+	int rc = MLRT_OK;
+
+	errno = 0;
+	if (H5Fclose(*file) < 0) {
+		*err = errno;
+		rc = MLRT_ERR_IO;
+	}
+	*file = -1;
+	return rc;
+}
+
 /* ---- rank files ---- */
 
 /* Write src into dset in pieces of about WRITE_PIECE bytes (whole rows
@@ -499,12 +525,9 @@ static int write_h5(const char *tmp, int64_t step, int rank, int world, mlrti_ck
 	if (fapl < 0 || lcpl < 0 || dcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0 ||
 	    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0)
 		goto out;
-	errno = 0;
-	file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-	if (file < 0) {
-		*err = errno;
+	file = create_h5(tmp, fapl, err);
+	if (file < 0)
 		goto out;
-	}
 	if (attr_write_str(file, "format", MLRTI_CKPT_FORMAT) != MLRT_OK ||
 	    attr_write_i64(file, "step", step) != MLRT_OK ||
 	    attr_write_i64(file, "rank", rank) != MLRT_OK ||
@@ -518,15 +541,7 @@ static int write_h5(const char *tmp, int64_t step, int rank, int world, mlrti_ck
 			goto out;
 		}
 	}
-	rc = MLRT_ERR_IO;
-	errno = 0;
-	if (H5Fclose(file) < 0) {
-		*err = errno;
-		file = -1;
-		goto out;
-	}
-	file = -1;
-	rc = MLRT_OK;
+	rc = close_h5(&file, err);
 out:
 	if (fd >= 0)
 		close(fd);
@@ -559,19 +574,15 @@ static int guess_errno(const char *path, int err)
 	return err != 0 ? err : EIO;
 }
 
-int mlrti_ckpt_write_file(const char *path, int64_t step, int rank, int world,
-                          mlrti_ckpt_tensor *t, const void *const *src, size_t n, int64_t *bytes)
+/* tmp was just written by an HDF5 writer that returned rc (err: its
+ * errno, when it knew it).  On success make it durable and rename it to
+ * path (*bytes, when not NULL, gets its size); on any failure log what
+ * went wrong with path (and tensor what), remove tmp and return it. */
+static int put_in_place(const char *tmp, const char *path, int rc, int err, const char *what,
+                        int64_t *bytes)
 {
-	char tmp[PATH_MAX];
-	const char *what = NULL;
 	struct stat st;
-	int rc, err = 0;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-		return MLRT_ERR_TOO_LARGE;
-	h5_lock();
-	rc = write_h5(tmp, step, rank, world, t, src, n, &what, &err);
-	h5_unlock();
 	if (rc != MLRT_OK) {
 		err = guess_errno(tmp, err);
 		rc = errno_status(err);
@@ -585,11 +596,27 @@ int mlrti_ckpt_write_file(const char *path, int64_t step, int rank, int world,
 		mlrt_log(MLRT_LOG_ERROR, "ckpt: cannot rename %s into place: %s", tmp, strerror(errno));
 		goto fail;
 	}
-	*bytes = st.st_size;
+	if (bytes != NULL)
+		*bytes = st.st_size;
 	return MLRT_OK;
 fail:
 	unlink(tmp);
 	return rc;
+}
+
+int mlrti_ckpt_write_file(const char *path, int64_t step, int rank, int world,
+                          mlrti_ckpt_tensor *t, const void *const *src, size_t n, int64_t *bytes)
+{
+	char tmp[PATH_MAX];
+	const char *what = NULL;
+	int rc, err = 0;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return MLRT_ERR_TOO_LARGE;
+	h5_lock();
+	rc = write_h5(tmp, step, rank, world, t, src, n, &what, &err);
+	h5_unlock();
+	return put_in_place(tmp, path, rc, err, what, bytes);
 }
 
 /* ---- the manifest ---- */
@@ -740,12 +767,9 @@ static int write_manifest_h5(const char *tmp, const mlrti_ckpt_manifest *m, int 
 		tensors[i].ndim = t->ndim;
 		memcpy(tensors[i].global_shape, t->global_shape, sizeof(t->global_shape));
 	}
-	errno = 0;
-	file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-	if (file < 0) {
-		*err = errno;
+	file = create_h5(tmp, fapl, err);
+	if (file < 0)
 		goto out;
-	}
 	if (attr_write_str(file, "format", MLRTI_CKPT_FORMAT) != MLRT_OK ||
 	    attr_write_i64(file, "step", m->step) != MLRT_OK ||
 	    attr_write_i64(file, "world_size", m->world_size) != MLRT_OK ||
@@ -757,14 +781,7 @@ static int write_manifest_h5(const char *tmp, const mlrti_ckpt_manifest *m, int 
 		if (m->tensors[i].kind == MLRTI_CKPT_META &&
 		    write_meta(file, lcpl, &m->tensors[i], m->meta[i]) != MLRT_OK)
 			goto out;
-	errno = 0;
-	if (H5Fclose(file) < 0) {
-		*err = errno;
-		file = -1;
-		goto out;
-	}
-	file = -1;
-	rc = MLRT_OK;
+	rc = close_h5(&file, err);
 out:
 	if (file >= 0)
 		H5Fclose(file);
@@ -792,22 +809,8 @@ int mlrti_ckpt_write_manifest(const char *stepdir, const mlrti_ckpt_manifest *m)
 	h5_lock();
 	rc = write_manifest_h5(tmp, m, &err);
 	h5_unlock();
-	if (rc != MLRT_OK) {
-		err = guess_errno(tmp, err);
-		rc = errno_status(err);
-		mlrt_log(MLRT_LOG_ERROR, "ckpt: cannot write %s: %s", path, strerror(err));
-		goto fail;
-	}
-	MLRTI_CHECK_GOTO(mlrti_ckpt_fsync_path(tmp), rc, fail);
-	if (rename(tmp, path) != 0) {
-		rc = errno_status(errno);
-		mlrt_log(MLRT_LOG_ERROR, "ckpt: cannot rename %s into place: %s", tmp, strerror(errno));
-		goto fail;
-	}
-	return mlrti_ckpt_fsync_path(stepdir);
-fail:
-	unlink(tmp);
-	return rc;
+	rc = put_in_place(tmp, path, rc, err, NULL, NULL);
+	return rc != MLRT_OK ? rc : mlrti_ckpt_fsync_path(stepdir);
 }
 
 static int read_meta(hid_t file, mlrti_ckpt_tensor *t, void **val)
