@@ -33,6 +33,8 @@ reps=${BENCH_REPS:-3}
 min=${BENCH_MIN:-4096}
 max=${BENCH_MAX:-268435456}
 run_timeout=${BENCH_RUN_TIMEOUT:-900}
+timeout_var=BENCH_RUN_TIMEOUT
+. "$(dirname "$0")/lib.sh"
 read -r -a prog_args <<<"${BENCH_ARGS:-}"
 read -r -a mpirun_args <<<"${BENCH_MPIRUN_ARGS:-}"
 
@@ -66,31 +68,6 @@ done
 
 TMP=$(mktemp -d /tmp/mlrt-bench-allreduce.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-
-# run_one LABEL OUT CMD...: runs CMD with stdout to OUT under the time
-# limit; when it fails or prints no figures, shows its stderr and output
-# and exits 1.
-run_one() {
-	local label=$1 out=$2 rc
-	shift 2
-	timeout -k 10 "$run_timeout" "$@" >"$out" 2>"$out.err"
-	rc=$?
-	if [ $rc -ne 0 ] || ! grep -q '^ *[0-9]' "$out"; then
-		{
-			if [ $rc -eq 124 ]; then
-				echo "FAIL: $label: no result within ${run_timeout} s (BENCH_RUN_TIMEOUT)"
-			else
-				echo "FAIL: $label: exit status $rc"
-			fi
-			echo "command: $*"
-			echo "--- stderr:"
-			tail -n 100 "$out.err"
-			echo "--- stdout (last lines):"
-			tail -n 30 "$out"
-		} >&2
-		exit 1
-	fi
-}
 
 # report PAIR NP FILES...: the comparison table of one configuration from
 # the runs' outputs (a file name holds -mlrt- or -mpi-), and its summary
@@ -192,12 +169,12 @@ for pair in tcp shm; do
 		files=()
 		for rep in $(seq 1 "$reps"); do
 			out=$TMP/$pair-np$np-mlrt-$rep
-			run_one "mlrt $pair np $np run $rep" "$out" \
+			run_one "mlrt $pair np $np run $rep" "$out" '^ *[0-9]' \
 				"$MLRUN" -np "$np" --no-tag-output -- "${mlrt_env[@]}" \
 				"$BENCH_MLRT" -b "$min" -e "$max" "${prog_args[@]}"
 			files+=("$out")
 			out=$TMP/$pair-np$np-mpi-$rep
-			run_one "MPI $pair np $np run $rep" "$out" \
+			run_one "MPI $pair np $np run $rep" "$out" '^ *[0-9]' \
 				mpirun --oversubscribe --allow-run-as-root -np "$np" \
 				-x GLIBC_TUNABLES="$mpi_tunables" "${mpi_btl[@]}" "${mpirun_args[@]}" \
 				"$BENCH_MPI" -b "$min" -e "$max" "${prog_args[@]}"

@@ -41,6 +41,8 @@ BENCH_PS=${BENCH_PS:-$build/tests/bench/bench_ps}
 PS_PEER=${PS_PEER:-$build/tests/bench/ps_peer}
 configs=${BENCH_PS_CONFIGS:-1x2 2x4}
 run_timeout=${BENCH_PS_RUN_TIMEOUT:-600}
+timeout_var=BENCH_PS_RUN_TIMEOUT
+. "$(dirname "$0")/lib.sh"
 
 fail() {
 	echo "FAIL: $*" >&2
@@ -59,31 +61,6 @@ done
 
 TMP=$(mktemp -d /tmp/mlrt-bench-ps.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-
-# run_one LABEL OUT PATTERN CMD...: runs CMD with stdout to OUT under the
-# time limit; when it fails or its output lacks PATTERN, shows its stderr
-# and output and exits 1.
-run_one() {
-	local label=$1 out=$2 pattern=$3 rc
-	shift 3
-	timeout -k 10 "$run_timeout" "$@" >"$out" 2>"$out.err"
-	rc=$?
-	if [ $rc -ne 0 ] || ! grep -q "$pattern" "$out"; then
-		{
-			if [ $rc -eq 124 ]; then
-				echo "FAIL: $label: no result within ${run_timeout} s (BENCH_PS_RUN_TIMEOUT)"
-			else
-				echo "FAIL: $label: exit status $rc"
-			fi
-			echo "command: $*"
-			echo "--- stderr:"
-			tail -n 100 "$out.err"
-			echo "--- stdout (last lines):"
-			tail -n 30 "$out"
-		} >&2
-		exit 1
-	fi
-}
 
 echo "# parameter server: mlrt vs a loopback TCP stream and a bare ZeroMQ round trip;" \
 	"configurations (servers x workers): $configs"
