@@ -6,8 +6,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ifaddrs.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -21,6 +19,7 @@
 
 #include "comm/comm.h"
 #include "runtime/common.h"
+#include "runtime/netaddr.h"
 
 #define HELLO_MAGIC 0x6d6c7463u /* "mltc" */
 /* Received bytes are handed to on_piece once this many have gathered
@@ -50,13 +49,14 @@ static const char *addr_str(const struct sockaddr_in *sin, char *buf, size_t cap
 	return buf;
 }
 
-/* The IPv4 address to listen on: MLRT_IFNAME's, else loopback when every
- * peer is on this host, else the first non-loopback interface that is up. */
+/* The IPv4 address to listen on: loopback when every peer is on this host
+ * (and MLRT_IFNAME is unset), else the one that reaches the other hosts
+ * (netaddr.h: MLRT_IFNAME's, or the route towards the store's host). */
 static int choose_address(mlrt_comm *c, const int *peers, struct in_addr *out)
 {
 	const char *want = getenv("MLRT_IFNAME");
-	struct ifaddrs *ifs, *i;
-	int remote = 0;
+	char host[256], addr[MLRTI_ADDR_MAX];
+	int remote = 0, rc;
 
 	for (int r = 0; r < c->size; r++)
 		if (peers[r] && strcmp(c->hosts[r], c->hosts[c->rank]) != 0)
@@ -65,26 +65,11 @@ static int choose_address(mlrt_comm *c, const int *peers, struct in_addr *out)
 		out->s_addr = htonl(INADDR_LOOPBACK);
 		return MLRT_OK;
 	}
-	if (getifaddrs(&ifs) != 0) {
-		mlrt_log(MLRT_LOG_ERROR, "tcp: cannot list network interfaces: %s", strerror(errno));
-		return MLRT_ERR_IO;
-	}
-	for (i = ifs; i != NULL; i = i->ifa_next) {
-		if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP))
-			continue;
-		if (want != NULL && *want != '\0' ? strcmp(i->ifa_name, want) == 0
-		                                  : !(i->ifa_flags & IFF_LOOPBACK)) {
-			*out = ((struct sockaddr_in *)i->ifa_addr)->sin_addr;
-			break;
-		}
-	}
-	freeifaddrs(ifs);
-	if (i == NULL) {
-		mlrt_log(MLRT_LOG_ERROR, "tcp: %s%s%s has no IPv4 address that is up; set MLRT_IFNAME "
-		                         "to an interface that reaches the other hosts",
-		         want ? "MLRT_IFNAME=" : "this host", want ? want : "", "");
-		return MLRT_ERR_INVALID;
-	}
+	rc = mlrti_reachable_addr(mlrti_endpoint_host(c->store_addr, host, sizeof(host)) == MLRT_OK
+	                                  ? host : NULL, addr, sizeof(addr));
+	if (rc != MLRT_OK)
+		return rc == MLRT_ERR_NOT_FOUND ? MLRT_ERR_INVALID : rc;
+	inet_pton(AF_INET, addr, out);
 	return MLRT_OK;
 }
 

@@ -17,7 +17,9 @@
 #include <unistd.h>
 
 #include "launcher/agent.h"
+#include "launcher/heartbeat.h"
 #include "runtime/common.h"
+#include "runtime/netaddr.h"
 #include "runtime/rdzv.h"
 
 #define TICK_MS 100
@@ -26,6 +28,7 @@
 #define DRAIN_MS 1000
 #define SUSPECT_MS 200 /* see reap() */
 #define MAX_RESPAWNS 3 /* of one parameter server in a generation */
+#define RESCALE "rescale: " /* abort reasons that are membership changes */
 
 volatile sig_atomic_t agent_interrupted;
 
@@ -106,32 +109,9 @@ static int replicated(const agent *a)
 	return a->o->ps_replicas > 0 || (a->o->ps_replicas < 0 && a->o->servers >= 2);
 }
 
-/* The address of this host that reaches the store (the interface the
- * kernel would route through), for the other hosts to reach us. */
-static void outbound_addr(const agent *a, char *buf, size_t n)
+void agent_job_key(const agent *a, const char *name, char *key, size_t cap)
 {
-	char host[256];
-	const char *p = strstr(a->store_addr, "://"), *colon;
-	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM}, *ai = NULL;
-	struct sockaddr_in me;
-	socklen_t len = sizeof(me);
-	int fd;
-
-	snprintf(buf, n, "127.0.0.1");
-	p = p != NULL ? p + 3 : a->store_addr;
-	colon = strrchr(p, ':');
-	if (colon == NULL)
-		return;
-	snprintf(host, sizeof(host), "%.*s", (int)(colon - p), p);
-	if (getaddrinfo(host, colon + 1, &hints, &ai) != 0)
-		return;
-	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&me, &len) == 0)
-		inet_ntop(AF_INET, &me.sin_addr, buf, (socklen_t)n);
-	if (fd >= 0)
-		close(fd);
-	freeaddrinfo(ai);
+	snprintf(key, cap, "%s/%s", a->job_id, name);
 }
 
 /* MASTER_ADDR and MASTER_PORT, the same on every host: rank 0's host
@@ -150,7 +130,11 @@ static int agree_master(agent *a, int64_t gen, const mlrti_rdzv_result *r, gen_o
 		return 0;
 	snprintf(key, sizeof(key), "%s/g%" PRId64 "/master", a->job_id, gen);
 	if (r->index == 0) {
-		outbound_addr(a, a->master_addr, sizeof(a->master_addr));
+		char host[256];
+
+		if (mlrti_endpoint_host(a->store_addr, host, sizeof(host)) != MLRT_OK ||
+		    mlrti_reachable_addr(host, a->master_addr, sizeof(a->master_addr)) != MLRT_OK)
+			snprintf(a->master_addr, sizeof(a->master_addr), "127.0.0.1");
 		snprintf(val, sizeof(val), "%s %d", a->master_addr, a->master_port);
 		rc = mlrt_store_set(a->store, key, val, strlen(val));
 	} else {
@@ -277,6 +261,7 @@ typedef struct gang {
 	worker *suspect;      /* first failure seen, not yet recorded */
 	int64_t suspect_until;
 	char abort_key[256];
+	heartbeat *hb;        /* NULL on a single host that cannot grow */
 } gang;
 
 static void stop_all(agent *a, gang *g, int sig)
@@ -289,11 +274,24 @@ static void stop_all(agent *a, gang *g, int sig)
 		worker_signal(&g->w[i], sig);
 }
 
-/* Publish that this generation is over, for the other ranks and hosts. */
+/* Publish that this generation is over, for the other ranks and hosts.
+ * The first reason published stays (it is the root cause); the time it
+ * ended goes beside it, for the membership log. */
 static void publish_abort(agent *a, gang *g, const char *why)
 {
-	if (mlrt_store_set(a->store, g->abort_key, why, strlen(why)) != MLRT_OK)
+	char key[300], now[32];
+	int swapped = 0;
+
+	if (mlrt_store_cas(a->store, g->abort_key, NULL, 0, why, strlen(why), &swapped, NULL,
+	                   NULL) != MLRT_OK) {
 		mlrt_log(MLRT_LOG_WARN, "mlrun: cannot publish the end of the generation to the store");
+		return;
+	}
+	if (swapped) {
+		snprintf(key, sizeof(key), "%sended", g->prefix);
+		snprintf(now, sizeof(now), "%" PRId64, mlrti_wall_ms());
+		mlrt_store_set(a->store, key, now, strlen(now));
+	}
 }
 
 static void record_failure(agent *a, gang *g, worker *w, gen_outcome *out)
@@ -409,13 +407,47 @@ static void check_remote_abort(agent *a, gang *g, gen_outcome *out)
 	if (out->result != GEN_SUCCEEDED || g->stopping)
 		return;
 	if (mlrt_store_get(a->store, g->abort_key, &why, &len) == MLRT_OK) {
-		out->result = GEN_FAILED;
+		out->result = strncmp(why, RESCALE, strlen(RESCALE)) == 0 ? GEN_RESCALE : GEN_FAILED;
 		out->failed_rank = -1;
 		out->retryable = 1;
 		snprintf(out->error, sizeof(out->error), "%s", (char *)why);
 		stop_all(a, g, SIGTERM);
 	}
 	free(why);
+}
+
+/* What the heartbeats saw: a lost host ends the generation for everyone;
+ * a lost store takes this host out of the job; hosts waiting to join
+ * start a new generation. */
+static void check_heartbeat(agent *a, gang *g, gen_outcome *out)
+{
+	char detail[512], why[600];
+
+	if (out->result != GEN_SUCCEEDED || g->stopping)
+		return;
+	switch (heartbeat_event(g->hb, detail, sizeof(detail))) {
+	case HB_NONE:
+		return;
+	case HB_MEMBER_LOST:
+		out->result = GEN_FAILED;
+		out->failed_rank = -1;
+		out->retryable = 1;
+		snprintf(out->error, sizeof(out->error), "%s", detail);
+		publish_abort(a, g, detail);
+		break;
+	case HB_STORE_LOST:
+		out->result = GEN_ERROR;
+		snprintf(out->error, sizeof(out->error), "host %s is cut off from the job: %s; "
+		         "its workers were stopped and it leaves the job", a->host, detail);
+		break;
+	case HB_JOINERS:
+		out->result = GEN_RESCALE;
+		snprintf(why, sizeof(why), "%s%s", RESCALE, detail);
+		snprintf(out->error, sizeof(out->error), "%s", why);
+		publish_abort(a, g, why);
+		break;
+	}
+	stop_all(a, g, SIGTERM);
 }
 
 static void handle_signal(agent *a, gang *g, gen_outcome *out)
@@ -495,6 +527,7 @@ static void watch(agent *a, gang *g, const relay_opts *ro, gen_outcome *out)
 		if (g->stopping && now >= g->kill_at)
 			stop_all(a, g, SIGKILL);
 		if (now >= next_check) {
+			check_heartbeat(a, g, out);
 			check_remote_abort(a, g, out);
 			next_check = now + 2 * TICK_MS;
 		}
@@ -543,7 +576,10 @@ static int join_gang(agent *a, int64_t gen, mlrti_rdzv_result *r, gen_outcome *o
 		.max = a->o->nnodes_max,
 		.last_call_ms = a->o->nnodes_min == a->o->nnodes_max ? 0 : a->o->rdzv_last_call_ms,
 		.timeout_ms = a->o->rdzv_timeout_ms,
+		.expected = (const char *const *)a->expected,
+		.nexpected = (size_t)a->nexpected,
 		.cancel = &agent_interrupted,
+		.order = a->order,
 	};
 	int rc = mlrti_rdzv_join(a->store, &ro, a->host, a->o->nproc, r);
 
@@ -554,12 +590,135 @@ static int join_gang(agent *a, int64_t gen, mlrti_rdzv_result *r, gen_outcome *o
 		out->signal = agent_interrupted;
 		return -1;
 	}
+	if (rc == MLRT_ERR_ABORTED) {
+		out->result = GEN_MISSED;
+		snprintf(out->error, sizeof(out->error), "%s", r->error);
+		return -1;
+	}
 	out->result = GEN_NOT_FORMED;
 	if (r->error[0] != '\0')
 		snprintf(out->error, sizeof(out->error), "%s", r->error);
 	else
 		snprintf(out->error, sizeof(out->error), "rendezvous of generation %" PRId64
 		         " failed: %s", gen, mlrt_strerror(rc));
+	return -1;
+}
+
+/* Remember the gang's hosts: the next round names them when they are
+ * missing. */
+static void remember_members(agent *a, const mlrti_rdzv_result *r)
+{
+	agent_fini(a);
+	a->expected = calloc((size_t)r->nmembers, sizeof(*a->expected));
+	if (a->expected == NULL)
+		return;
+	for (int i = 0; i < r->nmembers; i++)
+		if ((a->expected[a->nexpected] = strdup(r->members[i].name)) != NULL)
+			a->nexpected++;
+}
+
+void agent_fini(agent *a)
+{
+	for (int i = 0; i < a->nexpected; i++)
+		free(a->expected[i]);
+	free(a->expected);
+	a->expected = NULL;
+	a->nexpected = 0;
+}
+
+/* Whether name is a word of the space-separated list. */
+static int in_list(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = list; (p = strstr(p, name)) != NULL; p += n)
+		if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+			return 1;
+	return 0;
+}
+
+/* The first host of each generation logs how the gang changed since the
+ * last one (under mlrun -H its log is the head's): who left, who joined,
+ * the world size, and how long after the last generation ended the new
+ * one formed.  <job>/members holds the last gang. */
+static void log_membership(agent *a, int64_t gen, const mlrti_rdzv_result *r)
+{
+	char key[300], cur[4096], left[1024] = "", joined[1024] = "", took[64] = "";
+	size_t used = 0, nl = 0, nj = 0;
+	void *prev = NULL, *ended = NULL;
+	size_t len;
+	int64_t prev_gen = -1;
+	int off = 0;
+
+	if (r->index != 0)
+		return;
+	used = (size_t)snprintf(cur, sizeof(cur), "%" PRId64, gen);
+	for (int i = 0; i < r->nmembers && used < sizeof(cur); i++)
+		used += (size_t)snprintf(cur + used, sizeof(cur) - used, " %s", r->members[i].name);
+	agent_job_key(a, "members", key, sizeof(key));
+	if (mlrt_store_get(a->store, key, &prev, &len) == MLRT_OK &&
+	    sscanf(prev, "%" SCNd64 " %n", &prev_gen, &off) == 1) {
+		const char *names = (char *)prev + off;
+
+		for (int i = 0; i < r->nmembers; i++)
+			if (!in_list(names, r->members[i].name) && nj < sizeof(joined))
+				nj += (size_t)snprintf(joined + nj, sizeof(joined) - nj, "%s%s",
+				                       nj ? ", " : "", r->members[i].name);
+		for (const char *p = names; *p != '\0';) {
+			size_t w = strcspn(p, " ");
+			char name[MLRTI_RDZV_NAME_MAX];
+
+			snprintf(name, sizeof(name), "%.*s", (int)w, p);
+			if (!in_list(cur + strcspn(cur, " "), name) && nl < sizeof(left))
+				nl += (size_t)snprintf(left + nl, sizeof(left) - nl, "%s%s", nl ? ", " : "",
+				                       name);
+			p += w + (p[w] == ' ');
+		}
+		snprintf(key, sizeof(key), "%s/g%" PRId64 "/ended", a->job_id, prev_gen);
+		if (mlrt_store_get(a->store, key, &ended, &len) == MLRT_OK)
+			snprintf(took, sizeof(took), " %.2f s after generation %" PRId64 " ended",
+			         (mlrti_wall_ms() - strtoll(ended, NULL, 10)) / 1000.0, prev_gen);
+	}
+	if (prev_gen < 0 || nl > 0 || nj > 0)
+		fprintf(stderr, "mlrun: membership: generation %" PRId64 " formed%s with %d host(s), "
+		        "world size %d; left: %s; joined: %s\n", gen, took, r->nmembers,
+		        r->world_size, nl ? left : "none", prev_gen < 0 ? cur + strcspn(cur, " ") + 1
+		                                                         : nj ? joined : "none");
+	free(prev);
+	free(ended);
+	agent_job_key(a, "members", key, sizeof(key));
+	mlrt_store_set(a->store, key, cur, strlen(cur));
+}
+
+/* After the round: the job's current generation (hosts that come later
+ * join the next one), the membership log, and the heartbeats. */
+static int start_generation(agent *a, int64_t gen, gang *g, gen_outcome *out)
+{
+	const mlrti_rdzv_result *r = g->r;
+	char key[300], val[32];
+	heartbeat_opts ho = {
+		.store_addr = a->store_addr,
+		.prefix = g->prefix,
+		.gang = r,
+		.interval_ms = a->o->hb_interval_ms,
+		.timeout_ms = a->o->hb_timeout_ms,
+		.watch_joiners = r->nmembers < a->o->nnodes_max,
+	};
+	int rc;
+
+	agent_job_key(a, "generation", key, sizeof(key));
+	snprintf(val, sizeof(val), "%" PRId64, gen);
+	rc = mlrt_store_set(a->store, key, val, strlen(val));
+	remember_members(a, r);
+	if (rc == MLRT_OK && (r->nmembers > 1 || a->o->nnodes_max > 1)) {
+		log_membership(a, gen, r);
+		rc = heartbeat_start(&ho, &g->hb);
+	}
+	if (rc == MLRT_OK)
+		return 0;
+	out->result = GEN_ERROR;
+	snprintf(out->error, sizeof(out->error), "generation %" PRId64 ": cannot start the "
+	         "heartbeat in the job's store: %s", gen, mlrt_strerror(rc));
 	return -1;
 }
 
@@ -579,7 +738,8 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
 	g.gen = gen;
 	g.restarts = restart_count;
 
-	if (join_gang(a, gen, &r, out) != 0 || agree_master(a, gen, &r, out) != 0) {
+	if (join_gang(a, gen, &r, out) != 0 || agree_master(a, gen, &r, out) != 0 ||
+	    start_generation(a, gen, &g, out) != 0) {
 		mlrti_rdzv_result_fini(&r);
 		return;
 	}
@@ -629,6 +789,7 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
 				out->err_tail = g.w[i].err_tail;
 	}
 done:
+	heartbeat_stop(g.hb, out->result == GEN_SUCCEEDED);
 	for (int i = 0; g.w != NULL && i < g.n; i++)
 		if (g.w[i].log_fd >= 0)
 			close(g.w[i].log_fd);

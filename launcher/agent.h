@@ -24,6 +24,9 @@ typedef struct agent {
 	char master_addr[64]; /* MASTER_ADDR given to the workers (set each generation) */
 	char *program;      /* resolved path of o->argv[0] */
 	int signal_fd;      /* read end of mlrun's self-pipe for signals */
+	int order;          /* sort key in the rendezvous (--node-rank) */
+	char **expected;    /* the last generation's hosts, to name the missing */
+	int nexpected;
 } agent;
 
 typedef enum gen_result {
@@ -31,7 +34,9 @@ typedef enum gen_result {
 	GEN_FAILED,      /* a worker failed (here or on another host) */
 	GEN_INTERRUPTED, /* mlrun got SIGINT/SIGTERM/SIGHUP */
 	GEN_NOT_FORMED,  /* the rendezvous failed */
-	GEN_ERROR,       /* mlrun itself could not go on (spawn, store) */
+	GEN_MISSED,      /* the round closed without this host: join the next */
+	GEN_RESCALE,     /* hosts asked to join: a new generation, not a failure */
+	GEN_ERROR,       /* mlrun itself could not go on (spawn, store, cut off) */
 } gen_result;
 
 typedef struct gen_outcome {
@@ -43,13 +48,19 @@ typedef struct gen_outcome {
 	int exit_code;       /* its exit code, or 128 + signal */
 	int retryable;       /* for --restart-policy exit-code */
 	char how[128];       /* "exited with code 3", "was killed by signal 9 (SIGKILL)" */
-	char error[1024];    /* GEN_NOT_FORMED / GEN_ERROR / remote failure text */
+	char error[1024];    /* GEN_NOT_FORMED / GEN_ERROR / GEN_RESCALE / remote failure text */
 	tail err_tail;       /* last stderr lines of the failed rank */
 } gen_outcome;
 
 /* Run generation gen (restart_count restarts so far).  Blocks until every
  * local worker has ended; never leaves a worker behind. */
 void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome *out);
+
+/* Free what the agent keeps between generations. */
+void agent_fini(agent *a);
+
+/* The key of job-wide state: "<job>/<name>". */
+void agent_job_key(const agent *a, const char *name, char *key, size_t cap);
 
 /* The signal that interrupted mlrun, or 0; set by mlrun's handler. */
 extern volatile sig_atomic_t agent_interrupted;

@@ -27,12 +27,14 @@
 #include "launcher/agent.h"
 #include "launcher/ckpt_cli.h"
 #include "launcher/devices.h"
+#include "launcher/head.h"
 #include "launcher/options.h"
 #include "runtime/common.h"
 
 #define BACKOFF_FIRST_MS 200
 #define BACKOFF_MAX_MS 10000
 #define LEAVE_WAIT_MS 5000 /* the store's host waits this long for the other hosts to leave */
+#define ADMISSION_POLL_MS 100
 
 static int signal_pipe[2] = {-1, -1};
 
@@ -197,6 +199,110 @@ static void leave_job(mlrt_store *store, const char *job_id, int serving, int nn
 	}
 }
 
+/* An agent started by a head mlrun (mlrun -H) reads its standard input,
+ * which the head holds open: end of file means the head is gone, and the
+ * agent stops its workers as if interrupted. */
+static void *watch_head(void *arg)
+{
+	char buf[256];
+	char c = (char)SIGHUP;
+
+	(void)arg;
+	while (read(STDIN_FILENO, buf, sizeof(buf)) > 0)
+		;
+	agent_interrupted = SIGHUP;
+	if (write(signal_pipe[1], &c, 1) < 0) {
+		/* A wake-up is already pending. */
+	}
+	return NULL;
+}
+
+/* Whether key exists in the store. */
+static int key_exists(mlrt_store *st, const char *key)
+{
+	void *val = NULL;
+	size_t len;
+	int rc = mlrt_store_get(st, key, &val, &len);
+
+	free(val);
+	return rc == MLRT_OK;
+}
+
+/* Which generation this host joins.  A host that arrives while the job
+ * runs (elastic scale-up, a host coming back, or one that missed a round)
+ * asks to join and waits for the running generation to end.  Returns the
+ * generation, -1 when the job has already finished, -2 on interrupt or
+ * when the job is gone (a message printed). */
+static int64_t admission(agent *a)
+{
+	char key[300], abort_key[300], done_key[300], alive[300];
+	int64_t asked = -1, silent_since = mlrti_now_ms();
+
+	agent_job_key(a, "done", done_key, sizeof(done_key));
+	for (;;) {
+		int64_t gen;
+		void *val = NULL;
+		size_t len;
+		int rc;
+
+		if (agent_interrupted)
+			return -2;
+		agent_job_key(a, "generation", key, sizeof(key));
+		rc = mlrt_store_get(a->store, key, &val, &len);
+		if (rc == MLRT_ERR_NOT_FOUND)
+			return 0; /* the job is starting */
+		if (rc != MLRT_OK) {
+			fprintf(stderr, "mlrun: cannot read job %s's state from its store at %s: %s\n",
+			        a->job_id, a->store_addr, mlrt_strerror(rc));
+			return -2;
+		}
+		gen = strtoll(val, NULL, 10);
+		free(val);
+		if (key_exists(a->store, done_key))
+			return -1;
+		snprintf(abort_key, sizeof(abort_key), "%s/g%" PRId64 "/abort", a->job_id, gen);
+		if (key_exists(a->store, abort_key))
+			return gen + 1;
+		if (asked != gen) {
+			int64_t n;
+
+			snprintf(key, sizeof(key), "%s/g%" PRId64 "/joiner/%s", a->job_id, gen, a->host);
+			mlrt_store_set(a->store, key, "1", 1);
+			snprintf(key, sizeof(key), "%s/g%" PRId64 "/joiners", a->job_id, gen);
+			mlrt_store_add(a->store, key, 1, &n);
+			fprintf(stderr, "mlrun: job %s is running generation %" PRId64 "; host %s asks "
+			        "to join the next one\n", a->job_id, gen, a->host);
+			asked = gen;
+		}
+		/* Bounded by the job's own life: its hosts' heartbeats. */
+		snprintf(alive, sizeof(alive), "%s/g%" PRId64 "/alive/", a->job_id, gen);
+		{
+			mlrt_store_kv *items = NULL;
+			size_t n = 0;
+
+			if (mlrt_store_list(a->store, alive, &items, &n) == MLRT_OK && n > 0)
+				silent_since = mlrti_now_ms();
+			mlrt_store_kv_free(items, n);
+		}
+		if (mlrti_now_ms() - silent_since > 2 * a->o->hb_timeout_ms + a->o->rdzv_timeout_ms) {
+			fprintf(stderr, "mlrun: job %s's generation %" PRId64 " shows no heartbeat from "
+			        "any host; host %s cannot join it\n", a->job_id, gen, a->host);
+			return -2;
+		}
+		usleep(ADMISSION_POLL_MS * 1000);
+	}
+}
+
+/* The job is over (for every host): hosts that arrive later learn it. */
+static void mark_done(agent *a, int status)
+{
+	char key[300], val[16];
+
+	agent_job_key(a, "done", key, sizeof(key));
+	snprintf(val, sizeof(val), "%d", status);
+	mlrt_store_cas(a->store, key, NULL, 0, val, strlen(val), NULL, NULL, NULL);
+}
+
 static int run_job(mlrun_opts *o)
 {
 	char job_id[128], host[256] = "localhost", gen_prefix[192], endpoint[300];
@@ -257,9 +363,14 @@ static int run_job(mlrun_opts *o)
 	sigaddset(&mask, SIGCHLD);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	if (o->rdzv_endpoint != NULL) {
-		/* The first mlrun that can listen there serves the store. */
-		snprintf(endpoint, sizeof(endpoint), "tcp://%s", o->rdzv_endpoint);
-		if (listening(o->rdzv_endpoint) || mlrt_store_server_start(endpoint, &srv) != MLRT_OK)
+		/* The first mlrun that can listen there serves the store (an
+		 * agent started by a head joins the head's). */
+		if (strstr(o->rdzv_endpoint, "://") != NULL)
+			snprintf(endpoint, sizeof(endpoint), "%s", o->rdzv_endpoint);
+		else
+			snprintf(endpoint, sizeof(endpoint), "tcp://%s", o->rdzv_endpoint);
+		if (o->agent || listening(o->rdzv_endpoint) ||
+		    mlrt_store_server_start(endpoint, &srv) != MLRT_OK)
 			srv = NULL;
 		rc = mlrt_store_open(endpoint, &store);
 	} else {
@@ -279,9 +390,21 @@ static int run_job(mlrun_opts *o)
 	a.host = host;
 	a.master_port = free_port();
 	a.signal_fd = signal_pipe[0];
+	a.order = o->node_rank >= 0 ? o->node_rank : 0;
 	mlrt_log(MLRT_LOG_INFO, "mlrun: job %s, store at %s", job_id, a.store_addr);
+	if (o->agent) {
+		pthread_t t;
+		char key[300];
+		int64_t n;
 
-	for (;;) {
+		if (pthread_create(&t, NULL, watch_head, NULL) == 0)
+			pthread_detach(t);
+		agent_job_key(&a, "agents-up", key, sizeof(key));
+		mlrt_store_add(store, key, 1, &n);
+	}
+	gen = admission(&a);
+
+	while (gen >= 0) {
 		gen_outcome out;
 		const char *verdict;
 		int64_t failed_at;
@@ -290,16 +413,30 @@ static int run_job(mlrun_opts *o)
 		switch (out.result) {
 		case GEN_SUCCEEDED:
 			status = 0;
+			mark_done(&a, status);
 			goto out;
 		case GEN_INTERRUPTED:
 			fprintf(stderr, "mlrun: interrupted by signal %d; workers stopped\n", out.signal);
 			status = 128 + out.signal;
 			goto out;
 		case GEN_NOT_FORMED:
+			fprintf(stderr, "mlrun: %s\n", out.error);
+			status = 1;
+			mark_done(&a, status);
+			goto out;
 		case GEN_ERROR:
 			fprintf(stderr, "mlrun: %s\n", out.error);
 			status = 1;
 			goto out;
+		case GEN_MISSED:
+			fprintf(stderr, "mlrun: %s\n", out.error);
+			gen = admission(&a);
+			continue;
+		case GEN_RESCALE:
+			fprintf(stderr, "mlrun: generation %" PRId64 " ends for a membership change "
+			        "(%s); the gang forms again\n", gen, out.error + strlen("rescale: "));
+			gen++;
+			continue;
 		case GEN_FAILED:
 			break;
 		}
@@ -307,6 +444,7 @@ static int run_job(mlrun_opts *o)
 		if (!should_restart(o, &out, restarts, &verdict)) {
 			summarise(&a, &out, gen, restarts, verdict);
 			status = out.exit_code != 0 ? out.exit_code : 1;
+			mark_done(&a, status);
 			goto out;
 		}
 		summarise(&a, &out, gen, restarts, verdict);
@@ -325,12 +463,18 @@ static int run_job(mlrun_opts *o)
 		                " (restart %d of %d) after %" PRId64 " ms\n",
 		        gen, restarts, o->max_restarts, mlrti_now_ms() - failed_at);
 	}
+	if (gen == -1) {
+		fprintf(stderr, "mlrun: job %s has already finished; host %s has nothing to join\n",
+		        job_id, host);
+		status = 0;
+	}
 out:
 	if (o->rdzv_endpoint != NULL && store != NULL)
 		leave_job(store, job_id, srv != NULL, o->nnodes_min);
 	mlrt_store_close(store);
 	if (srv != NULL)
 		mlrt_store_server_stop(srv);
+	agent_fini(&a);
 	free(a.program);
 	return status;
 }
@@ -399,5 +543,16 @@ int main(int argc, char **argv)
 		return rc;
 	if (o.verbose && getenv("MLRT_LOG_LEVEL") == NULL)
 		mlrt_log_set_level(MLRT_LOG_INFO);
-	return run_job(&o);
+	if (mlrun_is_head(&o)) {
+		if (install_signals() != 0) {
+			fprintf(stderr, "mlrun: cannot install signal handlers: %s\n", strerror(errno));
+			rc = 1;
+		} else {
+			rc = head_run(&o, signal_pipe[0]);
+		}
+	} else {
+		rc = run_job(&o);
+	}
+	mlrun_free_options(&o);
+	return rc;
 }

@@ -33,6 +33,15 @@ enum {
 	OPT_GPU_MEM,
 	OPT_CUDA,
 	OPT_RDZV_ENDPOINT,
+	OPT_HOST = 'H',
+	OPT_ENV = 'x',
+	OPT_HOSTFILE = 300,
+	OPT_RSH,
+	OPT_RSH_FANOUT,
+	OPT_HB_INTERVAL,
+	OPT_HB_TIMEOUT,
+	OPT_NODE_RANK,
+	OPT_AGENT,
 };
 
 static const struct option long_opts[] = {
@@ -58,6 +67,15 @@ static const struct option long_opts[] = {
 	{"gpu-mem", required_argument, NULL, OPT_GPU_MEM},
 	{"cuda", required_argument, NULL, OPT_CUDA},
 	{"rdzv-endpoint", required_argument, NULL, OPT_RDZV_ENDPOINT},
+	{"host", required_argument, NULL, OPT_HOST},
+	{"hostfile", required_argument, NULL, OPT_HOSTFILE},
+	{"machinefile", required_argument, NULL, OPT_HOSTFILE},
+	{"rsh", required_argument, NULL, OPT_RSH},
+	{"rsh-fanout", required_argument, NULL, OPT_RSH_FANOUT},
+	{"heartbeat-interval", required_argument, NULL, OPT_HB_INTERVAL},
+	{"heartbeat-timeout", required_argument, NULL, OPT_HB_TIMEOUT},
+	{"node-rank", required_argument, NULL, OPT_NODE_RANK},
+	{"agent", no_argument, NULL, OPT_AGENT},
 	{"verbose", no_argument, NULL, OPT_VERBOSE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"version", no_argument, NULL, OPT_VERSION},
@@ -108,13 +126,34 @@ void mlrun_print_help(FILE *f)
 	"  --grace-period SEC       from SIGTERM to SIGKILL when stopping workers\n"
 	"                           (default 5)\n"
 	"\n"
-	"Rendezvous:\n"
+	"Several hosts, from one command (an agent per host through --rsh):\n"
+	"  -H, --host LIST          hosts and their worker counts: host1:4,host2:4\n"
+	"                           (a host without :N gets -np workers)\n"
+	"  --hostfile FILE          Open MPI's format: 'host slots=N' per line, #\n"
+	"                           comments\n"
+	"  --rsh CMD                how to run a command on a host (default\n"
+	"                           'ssh -o BatchMode=yes'); {host} in CMD is replaced\n"
+	"                           by the host, else the host follows CMD; e.g.\n"
+	"                           'ip netns exec {host}'\n"
+	"  --rsh-fanout N           agents starting at once (default 32)\n"
+	"  -x NAME[=VALUE]          pass this variable to every host (MLRT_* and FI_*\n"
+	"                           variables are passed anyway)\n"
+	"\n"
+	"Rendezvous and elasticity:\n"
+	"  --nnodes MIN:MAX         elastic: go on with MIN to MAX hosts; a lost host\n"
+	"                           ends the generation and the survivors go on, a new\n"
+	"                           host joins at the next generation\n"
 	"  --rdzv-timeout SEC       deadline for the gang to form (default 60)\n"
 	"  --rdzv-last-call SEC     wait for more agents once MIN joined (default 1)\n"
 	"  --rdzv-endpoint H:P      torchrun style: start the same mlrun on each host;\n"
 	"                           the one that can listen on H:P serves the job's\n"
 	"                           store there, the others join it (give the same\n"
-	"                           --job-id everywhere, or let it default from P)\n"
+	"                           --job-id everywhere, or let it default from P).\n"
+	"                           With -H: where the head serves the store\n"
+	"  --node-rank N            this host's place in the rank order (default: by\n"
+	"                           host name)\n"
+	"  --heartbeat-interval SEC agents renew their heartbeat this often (0.5)\n"
+	"  --heartbeat-timeout SEC  a host silent this long is lost (default 2)\n"
 	"\n"
 	"Output:\n"
 	"  --tag-output             prefix each line with the worker's rank ([3]: ...);\n"
@@ -210,10 +249,32 @@ static int parse_nnodes(const char *s, int *min, int *max)
 	return 0;
 }
 
-int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
+/* Whether a head passes option c on to its agents: all but the ones that
+ * say where and how many, which it sets per host. */
+static int passed_on(int c)
+{
+	switch (c) {
+	case OPT_NP: case OPT_NNODES: case OPT_JOB_ID: case OPT_RDZV_ENDPOINT: case OPT_HOST:
+	case OPT_HOSTFILE: case OPT_RSH: case OPT_RSH_FANOUT: case OPT_ENV: case OPT_NODE_RANK:
+	case OPT_AGENT: case OPT_HELP: case OPT_VERSION: case ':': case '?':
+		return 0;
+	default:
+		return 1;
+	}
+}
+
+void mlrun_free_options(mlrun_opts *o)
+{
+	free(o->pass);
+	free(o->env_fwd);
+	o->pass = NULL;
+	o->env_fwd = NULL;
+}
+
+static int parse(int argc, char **argv, mlrun_opts *o, FILE *err)
 {
 	int64_t v;
-	int c;
+	int c, npass = 0;
 
 	memset(o, 0, sizeof(*o));
 	o->nproc = 1;
@@ -226,20 +287,74 @@ int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
 	o->rdzv_timeout_ms = 60000;
 	o->rdzv_last_call_ms = 1000;
 	o->bind = -1;
+	o->hb_interval_ms = 500;
+	o->hb_timeout_ms = 2000;
+	o->node_rank = -1;
+	o->rsh = "ssh -o BatchMode=yes";
+	o->rsh_fanout = 32;
+	o->pass = calloc((size_t)argc + 1, sizeof(*o->pass));
+	o->env_fwd = calloc((size_t)argc + 1, sizeof(*o->env_fwd));
+	if (o->pass == NULL || o->env_fwd == NULL) {
+		fprintf(err, "mlrun: out of memory\n");
+		return 2;
+	}
 
 	optind = 1;
 	opterr = 0;
 	/* "+": stop at the first non-option, which is the program. */
-	while ((c = getopt_long_only(argc, argv, "+:n:hv", long_opts, NULL)) != -1) {
+	for (int before = optind; (c = getopt_long_only(argc, argv, "+:n:hvH:x:", long_opts, NULL)) != -1;
+	     before = optind) {
+		if (passed_on(c))
+			for (int i = before; i < optind; i++)
+				o->pass[npass++] = argv[i];
 		switch (c) {
 		case OPT_NP:
 			if (mlrti_parse_int(optarg, 1, 65536, &v) != MLRT_OK)
 				return bad(err, "worker count", optarg, "want an integer from 1 to 65536");
 			o->nproc = (int)v;
+			o->nproc_given = 1;
 			break;
 		case OPT_NNODES:
 			if (parse_nnodes(optarg, &o->nnodes_min, &o->nnodes_max) != 0)
 				return bad(err, "--nnodes", optarg, "want N or MIN:MAX with 1 <= MIN <= MAX");
+			o->nnodes_given = 1;
+			break;
+		case OPT_HOST:
+			o->hosts = optarg;
+			break;
+		case OPT_HOSTFILE:
+			o->hostfile = optarg;
+			break;
+		case OPT_RSH:
+			if (optarg[0] == '\0')
+				return bad(err, "--rsh", optarg, "want a command such as 'ssh -o BatchMode=yes'");
+			o->rsh = optarg;
+			break;
+		case OPT_RSH_FANOUT:
+			if (mlrti_parse_int(optarg, 1, 4096, &v) != MLRT_OK)
+				return bad(err, "--rsh-fanout", optarg, "want a count from 1 to 4096");
+			o->rsh_fanout = (int)v;
+			break;
+		case OPT_ENV:
+			if (optarg[0] == '\0' || optarg[0] == '=')
+				return bad(err, "-x", optarg, "want NAME or NAME=VALUE");
+			o->env_fwd[o->nenv_fwd++] = optarg;
+			break;
+		case OPT_HB_INTERVAL:
+			if (parse_seconds(optarg, 3600, &o->hb_interval_ms) != 0 || o->hb_interval_ms < 10)
+				return bad(err, "--heartbeat-interval", optarg, "want seconds from 0.01 to 3600");
+			break;
+		case OPT_HB_TIMEOUT:
+			if (parse_seconds(optarg, 86400, &o->hb_timeout_ms) != 0 || o->hb_timeout_ms < 10)
+				return bad(err, "--heartbeat-timeout", optarg, "want seconds from 0.01 to 86400");
+			break;
+		case OPT_NODE_RANK:
+			if (mlrti_parse_int(optarg, 0, 1000000, &v) != MLRT_OK)
+				return bad(err, "--node-rank", optarg, "want an integer >= 0");
+			o->node_rank = (int)v;
+			break;
+		case OPT_AGENT:
+			o->agent = 1;
 			break;
 		case OPT_RESTART_POLICY:
 			if (strcmp(optarg, "on-failure") == 0)
@@ -367,6 +482,25 @@ int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
 		fprintf(err, "mlrun: --evaluator needs parameter servers (--servers S)\n");
 		return 2;
 	}
+	if (o->hosts != NULL && o->hostfile != NULL) {
+		fprintf(err, "mlrun: give -H or --hostfile, not both\n");
+		return 2;
+	}
+	if (o->hb_timeout_ms <= o->hb_interval_ms) {
+		fprintf(err, "mlrun: --heartbeat-timeout (%.3g s) must be longer than "
+		        "--heartbeat-interval (%.3g s)\n", o->hb_timeout_ms / 1000.0,
+		        o->hb_interval_ms / 1000.0);
+		return 2;
+	}
 	o->argv = argv + optind;
 	return 0;
+}
+
+int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err)
+{
+	int rc = parse(argc, argv, o, err);
+
+	if (rc != 0)
+		mlrun_free_options(o);
+	return rc;
 }

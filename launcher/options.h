@@ -34,13 +34,35 @@ typedef struct mlrun_opts {
 	int rdzv_last_call_ms;
 	int verbose;
 	int bind;              /* 1 bind each worker to a CPU, 0 not, -1 auto */
+	int hb_interval_ms;    /* agents renew their heartbeat lease this often */
+	int hb_timeout_ms;     /* an agent silent this long is lost */
+	int node_rank;         /* this agent's place in the rank order (-1: by name) */
+	/* Several hosts from one command (mlrun -H / --hostfile): */
+	const char *hosts;     /* "host1:4,host2:4", or NULL */
+	const char *hostfile;  /* Open MPI's format, or NULL */
+	const char *rsh;       /* how to start a command on a host */
+	int rsh_fanout;        /* agents starting at once */
+	const char **env_fwd;  /* -x NAME[=VALUE]: variables the agents get */
+	int nenv_fwd;
+	int agent;             /* started by a head mlrun: join its store, never serve one */
+	int nnodes_given;      /* --nnodes was on the command line */
+	int nproc_given;       /* -np was on the command line */
+	char **pass;           /* the options a head passes on to its agents (NULL-terminated) */
 	char **argv;           /* the program and its arguments */
 } mlrun_opts;
 
 /* Parse argv (after the program name) into o.  Returns 0 to run, 1 when
  * --help or --version was printed, 2 on bad usage (a one-line error has
- * been written to err). */
+ * been written to err).  Free with mlrun_free_options. */
 int mlrun_parse_options(int argc, char **argv, mlrun_opts *o, FILE *err);
+
+void mlrun_free_options(mlrun_opts *o);
+
+/* Whether o starts agents on several hosts (-H or --hostfile). */
+static inline int mlrun_is_head(const mlrun_opts *o)
+{
+	return o->hosts != NULL || o->hostfile != NULL;
+}
 
 void mlrun_print_help(FILE *f);
 

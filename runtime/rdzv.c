@@ -2,7 +2,7 @@
  * record set once by compare-and-set.
  *
  *   <job>/rdzv/<round>/count      participants so far (atomic add)
- *   <job>/rdzv/<round>/p/<i>      "<nproc> <name>" of the i-th to join
+ *   <job>/rdzv/<round>/p/<i>      "<nproc> <order> <name>" of the i-th to join
  *   <job>/rdzv/<round>/name/<n>   claims name n in this round
  *   <job>/rdzv/<round>/closed     "ok <n>" (the first n are in) or "fail <n>"
  *
@@ -28,7 +28,23 @@ typedef struct round_keys {
 
 static int cmp_member(const void *a, const void *b)
 {
-	return strcmp(((const mlrti_rdzv_member *)a)->name, ((const mlrti_rdzv_member *)b)->name);
+	const mlrti_rdzv_member *x = a, *y = b;
+
+	if (x->order != y->order)
+		return x->order < y->order ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+/* Parse a participant record "<nproc> <order> <name>"; name points into rec. */
+static int parse_record(const char *rec, int *nproc, int *order, const char **name)
+{
+	int used = 0;
+
+	if (sscanf(rec, "%d %d %n", nproc, order, &used) != 2 || *nproc < 1 || used <= 0 ||
+	    rec[used] == '\0' || strlen(rec + used) >= MLRTI_RDZV_NAME_MAX)
+		return -1;
+	*name = rec + used;
+	return 0;
 }
 
 /* Read the first n participants' records into res, sorted by name. */
@@ -46,7 +62,7 @@ static int read_members(mlrt_store *st, const round_keys *k, int n, int timeout_
 	for (int i = 0; i < n; i++) {
 		void *val = NULL;
 		size_t len;
-		int nproc = 0, used = 0;
+		const char *name;
 
 		snprintf(key, sizeof(key), "%sp/%d", k->base, i);
 		/* A participant adds to the counter before it writes its record. */
@@ -55,14 +71,12 @@ static int read_members(mlrt_store *st, const round_keys *k, int n, int timeout_
 			rc = mlrt_store_get(st, key, &val, &len);
 		if (rc != MLRT_OK)
 			return rc;
-		if (sscanf(val, "%d %n", &nproc, &used) != 1 || nproc < 1 || used <= 0 ||
-		    strlen((char *)val + used) >= MLRTI_RDZV_NAME_MAX) {
+		if (parse_record(val, &res->members[i].nproc, &res->members[i].order, &name) != 0) {
 			mlrt_log(MLRT_LOG_ERROR, "rendezvous: malformed participant record %s", key);
 			free(val);
 			return MLRT_ERR_PROTOCOL;
 		}
-		res->members[i].nproc = nproc;
-		snprintf(res->members[i].name, MLRTI_RDZV_NAME_MAX, "%s", (char *)val + used);
+		snprintf(res->members[i].name, MLRTI_RDZV_NAME_MAX, "%s", name);
 		free(val);
 	}
 	qsort(res->members, (size_t)n, sizeof(*res->members), cmp_member);
@@ -87,13 +101,14 @@ static void describe_failure(mlrt_store *st, const round_keys *k, const mlrti_rd
 	for (int i = 0; i < n && jl < sizeof(joined); i++) {
 		void *val = NULL;
 		size_t len;
-		int used = 0, nproc;
+		int nproc, order;
+		const char *name;
 
 		snprintf(key, sizeof(key), "%sp/%d", k->base, i);
 		if (mlrt_store_get(st, key, &val, &len) == MLRT_OK &&
-		    sscanf(val, "%d %n", &nproc, &used) == 1 && used > 0)
+		    parse_record(val, &nproc, &order, &name) == 0)
 			jl += (size_t)snprintf(joined + jl, sizeof(joined) - jl, "%s%s", jl ? ", " : "",
-			                       (char *)val + used);
+			                       name);
 		free(val);
 	}
 	for (size_t e = 0; e < o->nexpected && ml < sizeof(missing); e++) {
@@ -176,7 +191,7 @@ static int watch_round(mlrt_store *st, const round_keys *k, const mlrti_rdzv_opt
 int mlrti_rdzv_join(mlrt_store *st, const mlrti_rdzv_opts *o, const char *name, int nproc,
                     mlrti_rdzv_result *res)
 {
-	char key[KEY_MAX], rec[MLRTI_RDZV_NAME_MAX + 16], closed[64] = "";
+	char key[KEY_MAX], rec[MLRTI_RDZV_NAME_MAX + 32], closed[64] = "";
 	int64_t idx, n = 0;
 	int swapped = 0, rc;
 
@@ -207,7 +222,7 @@ int mlrti_rdzv_join(mlrt_store *st, const mlrti_rdzv_opts *o, const char *name, 
 	if (rc != MLRT_OK)
 		return rc;
 	snprintf(key, sizeof(key), "%sp/%" PRId64, k.base, idx - 1);
-	snprintf(rec, sizeof(rec), "%d %s", nproc, name);
+	snprintf(rec, sizeof(rec), "%d %d %s", nproc, o->order, name);
 	rc = mlrt_store_set(st, key, rec, strlen(rec));
 	if (rc != MLRT_OK)
 		return rc;

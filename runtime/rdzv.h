@@ -3,7 +3,7 @@
  * Participants (one per host agent) join a round.  The round closes when
  * `min` have joined and either `max` have joined or `last_call_ms` has
  * passed since `min` was reached; every participant then learns the same
- * member list, sorted by name, with a contiguous block of ranks for each
+ * member list, sorted by order then name, with a contiguous block of ranks for each
  * (nproc ranks, in member order).  All or nothing: if `min` is not reached
  * by the deadline every participant fails with a message that says how
  * many joined, how many were needed and who is missing.  See docs/rdzv.md. */
@@ -27,11 +27,13 @@ typedef struct mlrti_rdzv_opts {
 	const char *const *expected; /* names expected, for the error message; may be NULL */
 	size_t nexpected;
 	const volatile int *cancel; /* may be NULL; nonzero gives MLRT_ERR_ABORTED */
+	int order;         /* this participant's sort key (mlrun -H: its place in the host list) */
 } mlrti_rdzv_opts;
 
 typedef struct mlrti_rdzv_member {
 	char name[MLRTI_RDZV_NAME_MAX];
 	int nproc;      /* ranks this member runs */
+	int order;      /* its sort key; ties are broken by name */
 	int first_rank; /* its first global rank */
 } mlrti_rdzv_member;
 
