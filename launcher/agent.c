@@ -354,6 +354,8 @@ static void respawn_server(agent *a, gang *g, worker *w)
 	env_free(&env);
 }
 
+static void check_remote_abort(agent *a, gang *g, gen_outcome *out);
+
 /* Reap every worker that has ended.  The first failure is the root cause,
  * with one refinement: a worker killed by a signal is preferred to one
  * that exited non-zero, since survivors of a crash exit with an error
@@ -393,7 +395,13 @@ static void reap(agent *a, gang *g, gen_outcome *out)
 	if (g->suspect != NULL && out->result == GEN_SUCCEEDED &&
 	    (WIFSIGNALED(g->suspect->status) || now >= g->suspect_until || g->running == 0 ||
 	     g->stopping)) {
-		record_failure(a, g, g->suspect, out);
+		/* A worker that exited with an error may have lost a peer: a
+		 * failure another host (or the head) published first is then
+		 * the root cause. */
+		if (!WIFSIGNALED(g->suspect->status))
+			check_remote_abort(a, g, out);
+		if (out->result == GEN_SUCCEEDED)
+			record_failure(a, g, g->suspect, out);
 		stop_all(a, g, SIGTERM);
 	}
 }
@@ -679,11 +687,14 @@ static void log_membership(agent *a, int64_t gen, const mlrti_rdzv_result *r)
 			snprintf(took, sizeof(took), " %.2f s after generation %" PRId64 " ended",
 			         (mlrti_wall_ms() - strtoll(ended, NULL, 10)) / 1000.0, prev_gen);
 	}
-	if (prev_gen < 0 || nl > 0 || nj > 0)
+	if (prev_gen < 0)
+		fprintf(stderr, "mlrun: membership: generation %" PRId64 " formed with %d host(s) "
+		        "(%s), world size %d\n", gen, r->nmembers, cur + strcspn(cur, " ") + 1,
+		        r->world_size);
+	else if (nl > 0 || nj > 0)
 		fprintf(stderr, "mlrun: membership: generation %" PRId64 " formed%s with %d host(s), "
 		        "world size %d; left: %s; joined: %s\n", gen, took, r->nmembers,
-		        r->world_size, nl ? left : "none", prev_gen < 0 ? cur + strcspn(cur, " ") + 1
-		                                                         : nj ? joined : "none");
+		        r->world_size, nl ? left : "none", nj ? joined : "none");
 	free(prev);
 	free(ended);
 	agent_job_key(a, "members", key, sizeof(key));
@@ -738,7 +749,9 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
 	g.gen = gen;
 	g.restarts = restart_count;
 
-	if (join_gang(a, gen, &r, out) != 0 || agree_master(a, gen, &r, out) != 0 ||
+	a->index = 0;
+	if (join_gang(a, gen, &r, out) != 0 || (a->index = r.index, 0) ||
+	    agree_master(a, gen, &r, out) != 0 ||
 	    start_generation(a, gen, &g, out) != 0) {
 		mlrti_rdzv_result_fini(&r);
 		return;

@@ -25,6 +25,7 @@ typedef struct agent {
 	char *program;      /* resolved path of o->argv[0] */
 	int signal_fd;      /* read end of mlrun's self-pipe for signals */
 	int order;          /* sort key in the rendezvous (--node-rank) */
+	int index;          /* this host's place in the last generation's gang */
 	char **expected;    /* the last generation's hosts, to name the missing */
 	int nexpected;
 } agent;

@@ -273,6 +273,25 @@ static int64_t job_int(head *h, const char *name)
 	return v;
 }
 
+/* Whether host is in the running generation (*gen), as the agents
+ * recorded it in <job>/members: "<gen> <host> <host>...". */
+static int in_gang(head *h, const char *host, int64_t *gen)
+{
+	char key[300];
+	void *val = NULL;
+	size_t len, n = strlen(host);
+	int found = 0, off = 0;
+
+	snprintf(key, sizeof(key), "%s/members", h->job_id);
+	if (mlrt_store_get(h->store, key, &val, &len) == MLRT_OK &&
+	    sscanf(val, "%" SCNd64 " %n", gen, &off) == 1)
+		for (const char *p = (char *)val + off; *p != '\0' && !found; p += strcspn(p, " "),
+		                                                               p += *p == ' ')
+			found = strncmp(p, host, n) == 0 && (p[n] == ' ' || p[n] == '\0');
+	free(val);
+	return found;
+}
+
 static void describe(int status, char *buf, size_t cap)
 {
 	if (WIFEXITED(status))
@@ -302,10 +321,18 @@ static void agent_ended(head *h, int i)
 	describe(r->status, how, sizeof(how));
 	snprintf(why, sizeof(why), "the agent of host %s %s", h->hosts[i].name, how);
 	fprintf(stderr, "mlrun: %s\n", why);
-	gen = job_int(h, "generation");
-	if (gen >= 0) {
+	if (in_gang(h, h->hosts[i].name, &gen)) {
+		int swapped = 0;
+
 		snprintf(key, sizeof(key), "%s/g%" PRId64 "/abort", h->job_id, gen);
-		mlrt_store_cas(h->store, key, NULL, 0, why, strlen(why), NULL, NULL, NULL);
+		mlrt_store_cas(h->store, key, NULL, 0, why, strlen(why), &swapped, NULL, NULL);
+		if (swapped) { /* when it ended, for the membership log */
+			char now[32];
+
+			snprintf(key, sizeof(key), "%s/g%" PRId64 "/ended", h->job_id, gen);
+			snprintf(now, sizeof(now), "%" PRId64, mlrti_wall_ms());
+			mlrt_store_set(h->store, key, now, strlen(now));
+		}
 	}
 	if (h->o->nnodes_min < h->o->nnodes_max || h->o->policy == RESTART_NEVER ||
 	    h->relaunches >= h->o->max_restarts)

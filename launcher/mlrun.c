@@ -35,6 +35,7 @@
 #define BACKOFF_MAX_MS 10000
 #define LEAVE_WAIT_MS 5000 /* the store's host waits this long for the other hosts to leave */
 #define ADMISSION_POLL_MS 100
+#define UNORDERED 1000000 /* hosts without --node-rank come after those with one, by name */
 
 static int signal_pipe[2] = {-1, -1};
 
@@ -96,12 +97,16 @@ static void print_tail(const char *who, const tail *t)
 	}
 }
 
-/* The root-cause summary: one place that says what went wrong first. */
+/* The root-cause summary: one place that says what went wrong first.
+ * Under a head (mlrun -H) every agent's log is the head's: a failure on
+ * another host is told by the first host only. */
 static void summarise(const agent *a, const gen_outcome *out, int64_t gen, int restarts,
                       const char *verdict)
 {
 	char who[32];
 
+	if (out->failed_rank < 0 && a->o->agent && a->index != 0)
+		return;
 	if (out->failed_rank < 0) {
 		fprintf(stderr, "mlrun: job %s failed in generation %" PRId64 ": %s (%s)\n",
 		        a->job_id, gen, out->error, verdict);
@@ -383,6 +388,10 @@ static int run_job(mlrun_opts *o)
 		fprintf(stderr, "mlrun: cannot start the job's store: %s\n", mlrt_strerror(rc));
 		goto out;
 	}
+	/* Between hosts, a store that stops answering must not hold the
+	 * agent longer than the heartbeats tolerate. */
+	if (o->rdzv_endpoint != NULL)
+		mlrt_store_set_timeout(store, 2 * o->hb_timeout_ms);
 	a.o = o;
 	a.store = store;
 	a.store_addr = o->rdzv_endpoint != NULL ? endpoint : mlrt_store_server_addr(srv);
@@ -390,7 +399,7 @@ static int run_job(mlrun_opts *o)
 	a.host = host;
 	a.master_port = free_port();
 	a.signal_fd = signal_pipe[0];
-	a.order = o->node_rank >= 0 ? o->node_rank : 0;
+	a.order = o->node_rank >= 0 ? o->node_rank : UNORDERED;
 	mlrt_log(MLRT_LOG_INFO, "mlrun: job %s, store at %s", job_id, a.store_addr);
 	if (o->agent) {
 		pthread_t t;
@@ -433,8 +442,10 @@ static int run_job(mlrun_opts *o)
 			gen = admission(&a);
 			continue;
 		case GEN_RESCALE:
-			fprintf(stderr, "mlrun: generation %" PRId64 " ends for a membership change "
-			        "(%s); the gang forms again\n", gen, out.error + strlen("rescale: "));
+			if (!o->agent || a.index == 0)
+				fprintf(stderr, "mlrun: generation %" PRId64 " ends for a membership "
+				        "change (%s); the gang forms again\n", gen,
+				        out.error + strlen("rescale: "));
 			gen++;
 			continue;
 		case GEN_FAILED:
@@ -459,9 +470,10 @@ static int run_job(mlrun_opts *o)
 		backoff(backoff_ms(restarts));
 		restarts++;
 		gen++;
-		fprintf(stderr, "mlrun: restarting the gang as generation %" PRId64
-		                " (restart %d of %d) after %" PRId64 " ms\n",
-		        gen, restarts, o->max_restarts, mlrti_now_ms() - failed_at);
+		if (!o->agent || a.index == 0)
+			fprintf(stderr, "mlrun: restarting the gang as generation %" PRId64
+			        " (restart %d of %d) after %" PRId64 " ms\n",
+			        gen, restarts, o->max_restarts, mlrti_now_ms() - failed_at);
 	}
 	if (gen == -1) {
 		fprintf(stderr, "mlrun: job %s has already finished; host %s has nothing to join\n",
