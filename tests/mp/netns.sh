@@ -7,6 +7,9 @@
 #   netns_add I     one more host (after setup), e.g. to join a running job
 #   netns_cut I     take host I's link down (its processes stay)
 #   netns_kill_all  kill every process in the test's namespaces
+#   netns_sshd N    an sshd in each of the first N hosts, with a key made
+#                   here: $NS_SSH is the ssh command for --rsh and
+#                   $NS_SSH_HOSTS the hosts' addresses for -H (2 slots each)
 #
 # Each run picks its own names and its own 10.213.X.0/24, so nothing
 # outside the test is touched; everything is removed on exit, even when
@@ -79,4 +82,40 @@ netns_hostlist() {
 	local n=$1 p=$2 i list=
 	for i in $(seq 1 "$n"); do list="$list${list:+,}${NS_HOSTS[$((i - 1))]}:$p"; done
 	echo "$list"
+}
+
+netns_sshd() {
+	local i sshd
+	sshd=$(command -v sshd || echo /usr/sbin/sshd)
+	[ -x "$sshd" ] || { echo "SKIP: sshd (openssh-server) is not installed" >&2; exit 77; }
+	command -v ssh >/dev/null || { echo "SKIP: ssh (openssh-client) is not installed" >&2; exit 77; }
+	mkdir -p "$TMP/ssh" /run/sshd
+	ssh-keygen -q -t ed25519 -N '' -f "$TMP/ssh/id" || fail "ssh-keygen (user key)"
+	ssh-keygen -q -t ed25519 -N '' -f "$TMP/ssh/host" || fail "ssh-keygen (host key)"
+	cat >"$TMP/ssh/sshd_config" <<CONF
+HostKey $TMP/ssh/host
+AuthorizedKeysFile $TMP/ssh/id.pub
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile none
+AcceptEnv none
+CONF
+	NS_SSH_HOSTS=
+	for i in $(seq 1 "$1"); do
+		(ip netns exec "${NS_HOSTS[$((i - 1))]}" "$sshd" -D -e -f "$TMP/ssh/sshd_config" \
+			-o ListenAddress="$NS_NET.$i" 2>>"$TMP/ssh/sshd.log" &)
+		NS_SSH_HOSTS="$NS_SSH_HOSTS${NS_SSH_HOSTS:+,}$NS_NET.$i:2"
+	done
+	NS_SSH="ssh -i $TMP/ssh/id -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=5"
+	# Bounded wait until every sshd answers.
+	for i in $(seq 1 "$1"); do
+		local deadline=$((SECONDS + 10))
+		until $NS_SSH "$NS_NET.$i" true 2>/dev/null; do
+			[ $SECONDS -ge $deadline ] && fail "sshd on $NS_NET.$i does not answer: $(cat "$TMP/ssh/sshd.log")"
+			sleep 0.1
+		done
+	done
 }

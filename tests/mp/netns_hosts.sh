@@ -1,5 +1,6 @@
 # mlrun -H on 4 network-namespace hosts x 2 workers, agents started with
-# --rsh 'ip netns exec {host}': the collectives suite passes over tcp
+# --rsh 'ip netns exec {host}' ($1 = netns) or through real ssh to an sshd
+# in each namespace ($1 = ssh): the collectives suite passes over tcp
 # between hosts (shm within each), and the flagship trains to the accuracy
 # it reaches on one host.
 . "$(dirname "$0")/lib.sh"
@@ -7,10 +8,17 @@
 
 netns_setup 4
 port=$((20000 + RANDOM % 12000))
-hosts=$(netns_hostlist 4 2)
+if [ "${1:-netns}" = ssh ]; then
+	netns_sshd 4
+	hosts=$NS_SSH_HOSTS
+	rsh=$NS_SSH
+else
+	hosts=$(netns_hostlist 4 2)
+	rsh='ip netns exec {host}'
+fi
 run() { # ARGS...: one job on the 4 hosts
 	port=$((port + 1))
-	timeout 300 "$MLRUN" -H "$hosts" --rsh 'ip netns exec {host}' \
+	timeout 300 "$MLRUN" -H "$hosts" --rsh "$rsh" \
 		--rdzv-endpoint "$NS_HEAD:$port" --no-tag-output "$@"
 }
 
