@@ -50,6 +50,7 @@
 #define SHM_SLOT_KIB_DEF 512
 #define SHM_SLOT_KIB_MIN 4
 #define SHM_SLOT_KIB_MAX (64 * 1024)
+#define SHM_SEG_BUDGET (32u << 20) /* a rank's rings, unless MLRT_SHM_SLOT_KB says otherwise */
 
 #define SHM_NT_MIN (1u << 20) /* messages this long are received with streaming stores */
 #define SHM_CHECK_MS 50 /* liveness checks of a stalled link, at most this often */
@@ -229,6 +230,14 @@ static int choose_geometry(int npeers, uint32_t *nslots, size_t *slot_bytes)
 	MLRTI_CHECK_GOTO(mlrti_env_int("MLRT_SHM_SLOT_KB", SHM_SLOT_KIB_MIN, SHM_SLOT_KIB_MAX,
 	                               SHM_SLOT_KIB_DEF, &kib), rc, fail);
 	kib = (int64_t)round_up((size_t)kib, SHM_PAGE / 1024);
+	/* Many local ranks share the budget of a segment: rings shrink
+	 * rather than grow the memory (and the set-up time) quadratically. */
+	if (npeers > 0 && getenv("MLRT_SHM_SLOT_KB") == NULL) {
+		uint64_t per_ring = SHM_SEG_BUDGET / (uint64_t)npeers;
+
+		while ((uint64_t)(slots * kib * 1024) > per_ring && kib > 64)
+			kib /= 2;
+	}
 	if (npeers > 0 && statvfs("/dev/shm", &vfs) == 0) {
 		/* Every rank of the host (npeers + 1) takes at most its share of
 		 * what it sees free, so the sum fits even when they race. */

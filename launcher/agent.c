@@ -437,6 +437,7 @@ static void check_heartbeat(agent *a, gang *g, gen_outcome *out)
 	case HB_NONE:
 		return;
 	case HB_MEMBER_LOST:
+		agent_mark_lost(a->store, a->job_id, g->gen, detail + strlen("host "));
 		out->result = GEN_FAILED;
 		out->failed_rank = -1;
 		out->retryable = 1;
@@ -588,6 +589,7 @@ static int join_gang(agent *a, int64_t gen, mlrti_rdzv_result *r, gen_outcome *o
 		.nexpected = (size_t)a->nexpected,
 		.cancel = &agent_interrupted,
 		.order = a->order,
+		.expect = a->expect,
 	};
 	int rc = mlrti_rdzv_join(a->store, &ro, a->host, a->o->nproc, r);
 
@@ -623,6 +625,32 @@ static void remember_members(agent *a, const mlrti_rdzv_result *r)
 	for (int i = 0; i < r->nmembers; i++)
 		if ((a->expected[a->nexpected] = strdup(r->members[i].name)) != NULL)
 			a->nexpected++;
+}
+
+void agent_mark_lost(mlrt_store *st, const char *job_id, int64_t gen, const char *host)
+{
+	char key[400];
+
+	snprintf(key, sizeof(key), "%s/g%" PRId64 "/lost/%.*s", job_id, gen,
+	         (int)strcspn(host, " "), host);
+	mlrt_store_set(st, key, "1", 1);
+}
+
+int agent_expected_next(agent *a, int64_t gen)
+{
+	char key[300];
+	mlrt_store_kv *lost = NULL;
+	size_t nlost = 0;
+	int64_t joiners = 0;
+
+	snprintf(key, sizeof(key), "%s/g%" PRId64 "/lost/", a->job_id, gen);
+	if (mlrt_store_list(a->store, key, &lost, &nlost) != MLRT_OK)
+		return 0;
+	mlrt_store_kv_free(lost, nlost);
+	snprintf(key, sizeof(key), "%s/g%" PRId64 "/joiners", a->job_id, gen);
+	if (mlrt_store_add(a->store, key, 0, &joiners) != MLRT_OK)
+		return 0;
+	return a->nexpected - (int)nlost + (int)joiners;
 }
 
 void agent_fini(agent *a)

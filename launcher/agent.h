@@ -28,6 +28,7 @@ typedef struct agent {
 	int index;          /* this host's place in the last generation's gang */
 	char **expected;    /* the last generation's hosts, to name the missing */
 	int nexpected;
+	int expect;         /* hosts known to come to the next round (0: unknown) */
 } agent;
 
 typedef enum gen_result {
@@ -56,6 +57,13 @@ typedef struct gen_outcome {
 /* Run generation gen (restart_count restarts so far).  Blocks until every
  * local worker has ended; never leaves a worker behind. */
 void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome *out);
+
+/* After generation gen ended: how many hosts will come to the next round
+ * (its members less those marked lost, plus those asking to join). */
+int agent_expected_next(agent *a, int64_t gen);
+
+/* Mark host lost in generation gen (a head or an agent saw it go). */
+void agent_mark_lost(mlrt_store *st, const char *job_id, int64_t gen, const char *host);
 
 /* Free what the agent keeps between generations. */
 void agent_fini(agent *a);

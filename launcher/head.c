@@ -324,6 +324,7 @@ static void agent_ended(head *h, int i)
 	if (in_gang(h, h->hosts[i].name, &gen)) {
 		int swapped = 0;
 
+		agent_mark_lost(h->store, h->job_id, gen, h->hosts[i].name);
 		snprintf(key, sizeof(key), "%s/g%" PRId64 "/abort", h->job_id, gen);
 		mlrt_store_cas(h->store, key, NULL, 0, why, strlen(why), &swapped, NULL, NULL);
 		if (swapped) { /* when it ended, for the membership log */

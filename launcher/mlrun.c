@@ -439,6 +439,7 @@ static int run_job(mlrun_opts *o)
 			goto out;
 		case GEN_MISSED:
 			fprintf(stderr, "mlrun: %s\n", out.error);
+			a.expect = 0;
 			gen = admission(&a);
 			continue;
 		case GEN_RESCALE:
@@ -446,6 +447,7 @@ static int run_job(mlrun_opts *o)
 				fprintf(stderr, "mlrun: generation %" PRId64 " ends for a membership "
 				        "change (%s); the gang forms again\n", gen,
 				        out.error + strlen("rescale: "));
+			a.expect = agent_expected_next(&a, gen);
 			gen++;
 			continue;
 		case GEN_FAILED:
@@ -467,6 +469,7 @@ static int run_job(mlrun_opts *o)
 			         o->rdzv_endpoint == NULL ? gen : gen - 1);
 			mlrt_store_delete_prefix(store, gen_prefix, NULL);
 		}
+		a.expect = agent_expected_next(&a, gen);
 		backoff(backoff_ms(restarts));
 		restarts++;
 		gen++;

@@ -180,7 +180,7 @@ static int watch_round(mlrt_store *st, const round_keys *k, const mlrti_rdzv_opt
 		now = mlrti_now_ms();
 		if (count >= o->min && min_reached_at < 0)
 			min_reached_at = now;
-		if (count >= o->max ||
+		if (count >= o->max || (o->expect > 0 && count >= o->expect && count >= o->min) ||
 		    (min_reached_at >= 0 && now - min_reached_at >= o->last_call_ms))
 			return close_round(st, k, "ok", count < o->max ? count : o->max, closed, cap);
 		if (min_reached_at < 0 && now - start >= o->timeout_ms)

@@ -61,6 +61,11 @@ int main(int argc, char **argv)
 	}
 	if (rc == MLRT_ERR_NOT_FOUND)
 		step = 0;
+	/* Past the barrier, every rank is past mlrt_init and its restore. */
+	if ((rc = mlrt_barrier(mlrt_world(ctx))) != MLRT_OK) {
+		fprintf(stderr, "elastic_trainer: rank %d: barrier: %s\n", rank, mlrt_strerror(rc));
+		return 1;
+	}
 	if (rank == 0)
 		printf("generation %" PRId64 " world %d initialised at %lld, from step %" PRId64 "\n",
 		       mlrt_generation(ctx), size, wall_ms(), step);
