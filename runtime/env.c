@@ -1,7 +1,12 @@
 /* Identity bootstrap from launcher environments. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "runtime/common.h"
 #include "runtime/env.h"
@@ -69,6 +74,179 @@ static int store_from_master(mlrti_identity *id, const char *launcher)
 	id->store_mode = MLRTI_STORE_HOST;
 	snprintf(id->store_addr, sizeof(id->store_addr), "tcp://%s:%d", addr, port);
 	snprintf(id->store_bind, sizeof(id->store_bind), "tcp://0.0.0.0:%d", port);
+	snprintf(id->store_how, sizeof(id->store_how), "rank 0 serves it on MASTER_ADDR, port %d %s",
+	         port, env("MLRT_STORE_PORT") != NULL ? "from MLRT_STORE_PORT" : "= MASTER_PORT+1");
+	return MLRT_OK;
+}
+
+/* After the first bound of a hostlist range set ("-03,7]" of "[01-03,7]"):
+ * check the rest is ranges and single numbers and step past the ']'.
+ * 0 when malformed. */
+static int skip_range_set(const char **pp)
+{
+	const char *p = *pp;
+	int dash_ok = 1;
+
+	for (;;) {
+		if (*p == ']') {
+			*pp = p + 1;
+			return 1;
+		}
+		if (*p == '-' && dash_ok)
+			dash_ok = 0;
+		else if (*p == ',')
+			dash_ok = 1;
+		else
+			return 0;
+		p++;
+		if (!isdigit((unsigned char)*p))
+			return 0;
+		while (isdigit((unsigned char)*p))
+			p++;
+	}
+}
+
+int mlrti_slurm_first_host(const char *list, char *out, size_t cap)
+{
+	const char *p = list;
+	size_t n = 0;
+
+	if (out == NULL || cap == 0)
+		return MLRT_ERR_INVALID;
+	out[0] = '\0';
+	if (list == NULL)
+		return MLRT_ERR_INVALID;
+	/* The first entry ends at the first comma outside brackets; in it,
+	 * each range set contributes its first bound, as written (so with its
+	 * zero padding). */
+	while (*p != '\0' && *p != ',') {
+		const char *from = p, *to;
+
+		if (*p == '[') {
+			from = ++p;
+			while (isdigit((unsigned char)*p))
+				p++;
+			to = p;
+			if (to == from || !skip_range_set(&p))
+				goto bad;
+		} else if (*p == ']' || isspace((unsigned char)*p)) {
+			goto bad;
+		} else {
+			to = ++p;
+		}
+		if (n + (size_t)(to - from) >= cap)
+			goto bad;
+		memcpy(out + n, from, (size_t)(to - from));
+		n += (size_t)(to - from);
+	}
+	if (n == 0)
+		goto bad;
+	out[n] = '\0';
+	return MLRT_OK;
+bad:
+	out[0] = '\0';
+	return MLRT_ERR_INVALID;
+}
+
+int mlrti_slurm_store_port(uint64_t job_id, uint64_t step_id)
+{
+	return MLRTI_SLURM_PORT_BASE +
+	       (int)((job_id * MLRTI_SLURM_STEPS + step_id) % MLRTI_SLURM_PORT_SPAN);
+}
+
+/* host's IPv4 address as text (the store listens on IPv4). */
+static int resolve_ipv4(const char *host, char *out, size_t cap, const char **why)
+{
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+	struct sockaddr_in sin;
+	int err = getaddrinfo(host, NULL, &hints, &res);
+
+	if (err != 0) {
+		*why = gai_strerror(err);
+		return MLRT_ERR_NOT_FOUND;
+	}
+	memcpy(&sin, res->ai_addr, sizeof(sin));
+	freeaddrinfo(res);
+	if (inet_ntop(AF_INET, &sin.sin_addr, out, (socklen_t)cap) == NULL) {
+		*why = "address does not fit";
+		return MLRT_ERR_INVALID;
+	}
+	return MLRT_OK;
+}
+
+#define SLURM_WHAT_TO_SET                                                                        \
+	"set MASTER_ADDR and MASTER_PORT (rank 0 serves the store on MASTER_PORT+1) or "          \
+	"MLRT_STORE=tcp://HOST:PORT"
+
+/* The Slurm store rule for an srun step that names no store (see env.h and
+ * docs/launcher.md): rank 0 serves on the first node of the step's node
+ * list, on a port derived from the job and step ids. */
+static int store_from_slurm(mlrti_identity *id)
+{
+	const char *list_var = "SLURM_STEP_NODELIST", *step_var = "SLURM_STEP_ID";
+	const char *list = env(list_var), *node, *why = "";
+	char host[MLRTI_ADDR_MAX - 32], ip[INET_ADDRSTRLEN];
+	int64_t job, step;
+	int port;
+
+	if (list == NULL) {
+		list_var = "SLURM_JOB_NODELIST";
+		list = env(list_var);
+	}
+	if (env(step_var) == NULL)
+		step_var = "SLURM_STEPID";
+	if (env(step_var) == NULL) {
+		mlrt_log(MLRT_LOG_ERROR, "Slurm environment: SLURM_NTASKS=%d but SLURM_STEP_ID is not "
+		                         "set, so this process is not one of a job step's tasks (is "
+		                         "it the batch script itself?); start the program with srun, "
+		                         "or " SLURM_WHAT_TO_SET, id->size);
+		return MLRT_ERR_INVALID;
+	}
+	if (list == NULL || env("SLURM_JOB_ID") == NULL) {
+		mlrt_log(MLRT_LOG_ERROR, "Slurm environment: %s is not set, so rank 0's host and the "
+		                         "store's port are unknown; " SLURM_WHAT_TO_SET,
+		         list == NULL ? "neither SLURM_STEP_NODELIST nor SLURM_JOB_NODELIST" :
+		                        "SLURM_JOB_ID");
+		return MLRT_ERR_INVALID;
+	}
+	if (mlrti_env_int("SLURM_JOB_ID", 0, UINT32_MAX, 0, &job) != MLRT_OK ||
+	    mlrti_env_int(step_var, 0, UINT32_MAX, 0, &step) != MLRT_OK)
+		return MLRT_ERR_INVALID;
+	if (mlrti_slurm_first_host(list, host, sizeof(host)) != MLRT_OK) {
+		mlrt_log(MLRT_LOG_ERROR, "Slurm environment: cannot read the first host of %s='%s'; "
+		                         SLURM_WHAT_TO_SET, list_var, list);
+		return MLRT_ERR_INVALID;
+	}
+	port = mlrti_slurm_store_port((uint64_t)job, (uint64_t)step);
+	if (env("MLRT_STORE_PORT") != NULL &&
+	    opt_int("MLRT_STORE_PORT", 1, 65535, 0, &port) != MLRT_OK)
+		return MLRT_ERR_INVALID;
+	/* Rank 0 is on the step's first node unless the tasks were placed by
+	 * hand (--distribution=arbitrary, SLURM_HOSTFILE): then nobody would
+	 * find its store, and only rank 0 can tell. */
+	node = env("SLURMD_NODENAME");
+	if (id->rank == 0 && node != NULL && strcmp(node, host) != 0) {
+		mlrt_log(MLRT_LOG_ERROR, "Slurm environment: rank 0 runs on %s, not on %s, the first "
+		                         "node of %s, where the other ranks look for the store; "
+		                         "set MASTER_ADDR=%s and MASTER_PORT, or MLRT_STORE",
+		         node, host, list_var, node);
+		return MLRT_ERR_INVALID;
+	}
+	if (resolve_ipv4(host, ip, sizeof(ip), &why) != MLRT_OK) {
+		mlrt_log(MLRT_LOG_ERROR, "Slurm environment: cannot resolve %s, the first node of %s "
+		                         "and rank 0's host: %s; set MASTER_ADDR to its address and "
+		                         "MASTER_PORT, or MLRT_STORE=tcp://HOST:PORT",
+		         host, list_var, why);
+		return MLRT_ERR_NOT_FOUND;
+	}
+	id->store_mode = MLRTI_STORE_HOST;
+	snprintf(id->store_addr, sizeof(id->store_addr), "tcp://%s:%d", ip, port);
+	snprintf(id->store_bind, sizeof(id->store_bind), "tcp://0.0.0.0:%d", port);
+	snprintf(id->store_how, sizeof(id->store_how),
+	         "Slurm rule: rank 0 serves it on %s, the first node of %s, port %d %s", host,
+	         list_var, port,
+	         env("MLRT_STORE_PORT") != NULL ? "from MLRT_STORE_PORT" :
+	                                          "= 20000 + (SLURM_JOB_ID*16 + SLURM_STEP_ID) % 10000");
 	return MLRT_OK;
 }
 
@@ -94,6 +272,8 @@ static int choose_store(mlrti_identity *id, const char *launcher, int have_mpi)
 		id->store_mode = MLRTI_STORE_MPI;
 		return MLRT_OK;
 	}
+	if (id->launcher == MLRT_LAUNCHER_SLURM)
+		return store_from_slurm(id);
 	mlrt_log(MLRT_LOG_ERROR,
 	         "%s environment: no way to find the job's store; set MASTER_ADDR and "
 	         "MASTER_PORT (rank 0 serves the store on MASTER_PORT+1) or MLRT_STORE=tcp://HOST:PORT%s",

@@ -35,6 +35,7 @@ struct mlrt_ctx {
 	mlrt_store *store;
 	mlrt_comm *world;
 	char gen_prefix[MLRTI_PREFIX_MAX];
+	int store_answered; /* the store answered init's first request */
 	int mpi_initialized_here;
 };
 
@@ -87,10 +88,12 @@ static int reach_store(mlrt_ctx *ctx)
 			rc = mlrt_store_server_start(ctx->id.store_bind, &ctx->server);
 			if (rc != MLRT_OK) {
 				mlrt_log(MLRT_LOG_ERROR, "init: rank 0 cannot serve the store at %s: %s "
-				                         "(is the port taken? set MLRT_STORE_PORT)",
-				         ctx->id.store_bind, mlrt_strerror(rc));
+				                         "(%s; is the port taken? set MLRT_STORE_PORT)",
+				         ctx->id.store_bind, mlrt_strerror(rc), ctx->id.store_how);
 				return rc;
 			}
+			mlrt_log(MLRT_LOG_INFO, "init: serving the store at %s (%s)", ctx->id.store_bind,
+			         ctx->id.store_how);
 		}
 		break;
 	case MLRTI_STORE_MPI:
@@ -113,7 +116,13 @@ static int reach_store(mlrt_ctx *ctx)
 	snprintf(key, sizeof(key), "%sinit/%d", ctx->gen_prefix, ctx->id.rank);
 	snprintf(val, sizeof(val), "%s:%d", host, (int)getpid());
 	rc = mlrt_store_set(ctx->store, key, val, strlen(val));
-	if (rc != MLRT_OK)
+	ctx->store_answered = rc == MLRT_OK;
+	if (rc != MLRT_OK && ctx->id.store_how[0] != '\0')
+		mlrt_log(MLRT_LOG_ERROR, "init: the store at %s does not answer: %s (%s; if rank 0 "
+		                         "failed, or runs elsewhere, set MLRT_STORE=tcp://HOST:PORT, "
+		                         "or MASTER_ADDR and MASTER_PORT)",
+		         ctx->id.store_addr, mlrt_strerror(rc), ctx->id.store_how);
+	else if (rc != MLRT_OK)
 		mlrt_log(MLRT_LOG_ERROR, "init: the store at %s does not answer: %s",
 		         ctx->id.store_addr, mlrt_strerror(rc));
 	return rc;
@@ -186,7 +195,9 @@ int mlrt_finalize(mlrt_ctx *ctx)
 {
 	if (ctx == NULL)
 		return MLRT_OK;
-	if (ctx->store != NULL && ctx->id.store_mode != MLRTI_STORE_CONNECT)
+	/* A store that never answered will not now: waiting for the other
+	 * ranks through it would only add another timeout to a failed init. */
+	if (ctx->store != NULL && ctx->store_answered && ctx->id.store_mode != MLRTI_STORE_CONNECT)
 		wait_for_leavers(ctx);
 	mlrti_comm_free(ctx->world);
 	mlrt_store_close(ctx->store);
