@@ -47,7 +47,9 @@ typedef struct head {
 	char self[PATH_MAX]; /* this mlrun's path, run on the hosts too */
 	char cwd[PATH_MAX];
 	int relaunches;
-	int interrupted;
+	int interrupted;    /* the signal that stops the job, or SIGTERM when the head stops it */
+	int failed;         /* exit status when the job failed before it formed */
+	int64_t kill_at;    /* once stopping: when SIGTERM turns into SIGKILL */
 } head;
 
 /* Append s to buf (at *len) in single quotes, for a POSIX shell. */
@@ -292,6 +294,8 @@ static int in_gang(head *h, const char *host, int64_t *gen)
 	return found;
 }
 
+static void signal_all(head *h, int sig);
+
 static void describe(int status, char *buf, size_t cap)
 {
 	if (WIFEXITED(status))
@@ -320,6 +324,15 @@ static void agent_ended(head *h, int i)
 		return;
 	describe(r->status, how, sizeof(how));
 	snprintf(why, sizeof(why), "the agent of host %s %s", h->hosts[i].name, how);
+	if (job_int(h, "generation") < 0 && h->o->nnodes_min >= h->nhosts) {
+		/* The gang cannot form without it: stop, rather than let the
+		 * others wait out the rendezvous. */
+		fprintf(stderr, "mlrun: %s before the gang formed; stopping the job\n", why);
+		h->failed = WIFEXITED(r->status) ? WEXITSTATUS(r->status) : 128 + WTERMSIG(r->status);
+		h->interrupted = SIGTERM;
+		signal_all(h, SIGTERM);
+		return;
+	}
 	fprintf(stderr, "mlrun: %s\n", why);
 	if (in_gang(h, h->hosts[i].name, &gen)) {
 		int swapped = 0;
@@ -346,6 +359,8 @@ static void agent_ended(head *h, int i)
 
 static void signal_all(head *h, int sig)
 {
+	if (sig == SIGTERM && h->kill_at == 0)
+		h->kill_at = mlrti_now_ms() + h->o->grace_ms + 2000;
 	for (int i = 0; i < h->nhosts; i++) {
 		if (h->r[i].pid > 0)
 			kill(h->r[i].pid, sig);
@@ -368,7 +383,6 @@ static int running(const head *h)
 static void run_agents(head *h, int signal_fd)
 {
 	int next = 0;
-	int64_t kill_at = 0;
 
 	while (next < h->nhosts || running(h) > 0) {
 		struct pollfd p = {.fd = signal_fd, .events = POLLIN};
@@ -397,9 +411,8 @@ static void run_agents(head *h, int signal_fd)
 			fprintf(stderr, "mlrun: interrupted by signal %d; stopping the agents\n",
 			        h->interrupted);
 			signal_all(h, SIGTERM);
-			kill_at = mlrti_now_ms() + h->o->grace_ms + 2000;
 		}
-		if (kill_at > 0 && mlrti_now_ms() >= kill_at)
+		if (h->kill_at > 0 && mlrti_now_ms() >= h->kill_at)
 			signal_all(h, SIGKILL);
 		while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
 			for (int i = 0; i < h->nhosts; i++)
@@ -475,7 +488,9 @@ int head_run(mlrun_opts *o, int signal_fd)
 				                                  : 128 + WTERMSIG(h.r[i].status);
 				break;
 			}
-		if (h.interrupted)
+		if (h.failed)
+			status = h.failed;
+		else if (h.interrupted)
 			status = 128 + h.interrupted;
 	}
 out:

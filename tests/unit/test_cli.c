@@ -143,6 +143,49 @@ static void test_bad_values(void **state)
 	expect_usage_error(r, "invalid --bind-to 'socket'");
 }
 
+static void test_bad_hosts(void **state)
+{
+	run_result *r = *state;
+	char path[] = "/tmp/mlrt-cli-hosts-XXXXXX";
+	int fd = mkstemp(path);
+
+	run_mlrun(r, "-H", "node1:0", "true", NULL);
+	expect_usage_error(r, "invalid worker count '0' for host 'node1'");
+	run_mlrun(r, "-H", "a;b", "true", NULL);
+	expect_usage_error(r, "invalid host 'a;b'");
+	run_mlrun(r, "--hostfile", "/nonexistent/hosts", "true", NULL);
+	expect_usage_error(r, "cannot read hostfile /nonexistent/hosts");
+	assert_true(fd >= 0);
+	assert_true(write(fd, "node1 slots=2\nnode2 slot=2\n", 28) == 28);
+	close(fd);
+	run_mlrun(r, "--hostfile", path, "true", NULL);
+	expect_usage_error(r, ":2: unknown 'slot=2'");
+	run_mlrun(r, "-H", "a", "--hostfile", path, "true", NULL);
+	expect_usage_error(r, "give -H or --hostfile, not both");
+	unlink(path);
+	run_mlrun(r, "--heartbeat-interval", "1", "--heartbeat-timeout", "0.5", "true", NULL);
+	expect_usage_error(r, "--heartbeat-timeout (0.5 s) must be longer");
+	run_mlrun(r, "--rsh-fanout", "0", "true", NULL);
+	expect_usage_error(r, "invalid --rsh-fanout '0'");
+}
+
+/* An agent that cannot start (here: --rsh fails) stops the job at once,
+ * naming the host, instead of leaving the others to wait out the
+ * rendezvous. */
+static void test_agent_cannot_start(void **state)
+{
+	run_result *r = *state;
+
+	run_mlrun(r, "-H", "hostA:1,hostB:1", "--rsh", "sh -c 'test {host} = hostA && exec \"$0\" \"$@\"'",
+	          "--rdzv-timeout", "60", "true", NULL);
+	if (r->status == 0 || strstr(r->err, "the agent of host hostB exited with code 1 before the "
+	                                      "gang formed") == NULL)
+		fprintf(stderr, "status %d, stderr: %s", r->status, r->err);
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "the agent of host hostB exited with code 1 before the gang "
+	                               "formed; stopping the job"));
+}
+
 static void test_missing_program(void **state)
 {
 	run_result *r = *state;
@@ -217,6 +260,8 @@ int main(void)
 		cmocka_unit_test(test_unknown_option),
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_missing_program),
+		cmocka_unit_test(test_bad_hosts),
+		cmocka_unit_test(test_agent_cannot_start),
 		cmocka_unit_test(test_help_documents_every_option),
 		cmocka_unit_test(test_store_bad_port),
 		cmocka_unit_test(test_exit_status_follows_workers),
