@@ -71,6 +71,22 @@ static const char *const rep_names[RP_COUNT] = {
 	[RP_N] = "n", [RP_ITEMS] = "items", [RP_ERR] = "err",
 };
 
+int mlrti_store_parse_counter(const void *p, size_t len, int64_t *out)
+{
+	const char *s = p;
+	char text[24];
+	size_t i = s != NULL && len > 0 && s[0] == '-';
+
+	if (len == i || len >= sizeof(text))
+		return MLRT_ERR_INVALID;
+	for (; i < len; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return MLRT_ERR_INVALID;
+	memcpy(text, s, len);
+	text[len] = '\0';
+	return mlrti_parse_int(text, INT64_MIN, INT64_MAX, out);
+}
+
 const char *mlrti_store_op_name(mlrti_store_op op)
 {
 	if ((int)op <= 0 || op >= MLRTI_STORE_OP_COUNT_)

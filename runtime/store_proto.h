@@ -128,6 +128,12 @@ typedef struct mlrti_store_rep {
 	msgpack_unpacked msg;
 } mlrti_store_rep;
 
+/* Parse a counter's value the way add reads it: an optional '-' and 1..19
+ * digits (nothing else: no '+', no spaces), fitting int64.  Every store
+ * backend uses it, so that add means the same everywhere.
+ * MLRT_ERR_INVALID otherwise. */
+int mlrti_store_parse_counter(const void *p, size_t len, int64_t *out);
+
 /* The wire name of op ("set", "wait_any", ...), or "?" for none. */
 const char *mlrti_store_op_name(mlrti_store_op op);
 

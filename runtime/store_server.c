@@ -573,22 +573,6 @@ static int op_get(struct mlrt_store_server *srv, const mlrti_store_req *req, mlr
 	return 1;
 }
 
-/* Parse a counter: an optional '-' and 1..19 digits, fitting int64. */
-static int parse_counter(const char *p, size_t len, int64_t *out)
-{
-	char text[24];
-	size_t i = p != NULL && len > 0 && p[0] == '-';
-
-	if (len == i || len >= sizeof(text))
-		return MLRT_ERR_INVALID;
-	for (; i < len; i++)
-		if (p[i] < '0' || p[i] > '9')
-			return MLRT_ERR_INVALID;
-	memcpy(text, p, len);
-	text[len] = '\0';
-	return mlrti_parse_int(text, INT64_MIN, INT64_MAX, out);
-}
-
 /* add: the counter as decimal text, absent counting as 0; n gets the sum. */
 static int op_add(struct mlrt_store_server *srv, const mlrti_store_req *req, mlrti_store_rep *rep)
 {
@@ -598,7 +582,7 @@ static int op_add(struct mlrt_store_server *srv, const mlrti_store_req *req, mlr
 	int64_t cur = 0;
 	int created, n;
 
-	if (e != NULL && parse_counter(e->val, e->len, &cur) != MLRT_OK) {
+	if (e != NULL && mlrti_store_parse_counter(e->val, e->len, &cur) != MLRT_OK) {
 		rep->st = MLRT_ERR_INVALID;
 		rep->err.ptr = "the value is not a decimal integer";
 		rep->err.len = strlen(rep->err.ptr);

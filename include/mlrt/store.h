@@ -5,6 +5,7 @@
  * messages.  Besides set/get it offers what rendezvous and failure detection
  * need: blocking waits with timeouts, atomic counters, compare-and-set,
  * prefix listing and leases (keys that vanish unless their lease is renewed).
+ * The same client can keep the data in an etcd v3 server instead.
  *
  * Threads: an mlrt_store client handle is NOT thread-safe; open one per
  * thread.  The server runs in its own thread and may be stopped from any
@@ -55,9 +56,12 @@ MLRT_API int mlrt_store_server_stop(mlrt_store_server *srv);
 
 /* ---- client ---- */
 
-/* Connect to the store at addr ("tcp://HOST:PORT").  Does not block on the
- * network: an unreachable store shows as MLRT_ERR_UNAVAILABLE on the first
- * call that needs it.  Close with mlrt_store_close. */
+/* Connect to the store at addr: "tcp://HOST:PORT" for mlrt's own store
+ * server, "etcd://HOST:PORT" (or "http://HOST:PORT") for an etcd v3 server
+ * (docs/store.md; MLRT_ERR_UNSUPPORTED when mlrt was built without the
+ * etcd backend, MLRT_ERR_INVALID for a malformed address).  Does not block
+ * on the network: an unreachable store shows as MLRT_ERR_UNAVAILABLE on the
+ * first call that needs it.  Close with mlrt_store_close. */
 MLRT_API int mlrt_store_open(const char *addr, mlrt_store **st);
 
 /* Close the connection and free st (NULL is fine).  Does not block. */
