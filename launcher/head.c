@@ -228,7 +228,8 @@ out:
 	return rc;
 }
 
-/* The store's address for the agents: --rdzv-endpoint when given, else
+/* The store's address for the agents: the etcd with --rdzv-backend etcd;
+ * else a store served here, at --rdzv-endpoint when given, else
  * this host's address towards the first remote host (loopback when every
  * host is this one). */
 static int serve_store(head *h, mlrt_store_server **srv)
@@ -237,9 +238,13 @@ static int serve_store(head *h, mlrt_store_server **srv)
 	const char *port = "0";
 	int far = 0, rc;
 
+	if (h->o->etcd) { /* the store is there already */
+		snprintf(h->store_addr, sizeof(h->store_addr), "%s", h->o->store_url);
+		return mlrt_store_open(h->store_addr, &h->store);
+	}
 	if (h->o->rdzv_endpoint != NULL) {
-		port = strrchr(h->o->rdzv_endpoint, ':') + 1;
-		if (mlrti_endpoint_host(h->o->rdzv_endpoint, addr, sizeof(addr)) != MLRT_OK)
+		port = strrchr(h->o->rdzv_hostport, ':') + 1;
+		if (mlrti_endpoint_host(h->o->rdzv_hostport, addr, sizeof(addr)) != MLRT_OK)
 			return MLRT_ERR_INVALID;
 	} else {
 		for (int i = 0; i < h->nhosts && !far; i++)
@@ -492,6 +497,12 @@ int head_run(mlrun_opts *o, int signal_fd)
 			status = h.failed;
 		else if (h.interrupted)
 			status = 128 + h.interrupted;
+	}
+	if (o->etcd) { /* the etcd outlives the job: leave nothing behind */
+		char prefix[140];
+
+		snprintf(prefix, sizeof(prefix), "%s/", h.job_id);
+		mlrt_store_delete_prefix(h.store, prefix, NULL);
 	}
 out:
 	mlrt_store_close(h.store);

@@ -188,14 +188,23 @@ static int listening(const char *endpoint)
 }
 
 /* With one mlrun per host, the one serving the store keeps it until the
- * others have left (or LEAVE_WAIT_MS passes: a host may be gone). */
-static void leave_job(mlrt_store *store, const char *job_id, int serving, int nnodes)
+ * others have left (or LEAVE_WAIT_MS passes: a host may be gone).  On an
+ * etcd, which outlives the job, the last host out removes the job's keys
+ * (last: as many as the last gang had). */
+static void leave_job(mlrt_store *store, const char *job_id, int serving, int nnodes,
+                      int etcd_members)
 {
 	char key[300];
 	int64_t left = 0, deadline = mlrti_now_ms() + LEAVE_WAIT_MS;
 
 	snprintf(key, sizeof(key), "%s/agents-left", job_id);
-	if (mlrt_store_add(store, key, 1, &left) != MLRT_OK || !serving)
+	if (mlrt_store_add(store, key, 1, &left) != MLRT_OK)
+		return;
+	if (etcd_members > 0 && left >= etcd_members) {
+		snprintf(key, sizeof(key), "%s/", job_id);
+		mlrt_store_delete_prefix(store, key, NULL);
+	}
+	if (!serving)
 		return;
 	while (left < nnodes && mlrti_now_ms() < deadline) {
 		usleep(20000);
@@ -351,7 +360,7 @@ static int run_job(mlrun_opts *o)
 	if (o->job_id != NULL)
 		snprintf(job_id, sizeof(job_id), "%s", o->job_id);
 	else if (o->rdzv_endpoint != NULL) /* the same on every host */
-		snprintf(job_id, sizeof(job_id), "mlrt-%s", strrchr(o->rdzv_endpoint, ':') + 1);
+		snprintf(job_id, sizeof(job_id), "mlrt-%s", strrchr(o->rdzv_hostport, ':') + 1);
 	else
 		snprintf(job_id, sizeof(job_id), "mlrt-%d", (int)getpid());
 
@@ -369,12 +378,9 @@ static int run_job(mlrun_opts *o)
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	if (o->rdzv_endpoint != NULL) {
 		/* The first mlrun that can listen there serves the store (an
-		 * agent started by a head joins the head's). */
-		if (strstr(o->rdzv_endpoint, "://") != NULL)
-			snprintf(endpoint, sizeof(endpoint), "%s", o->rdzv_endpoint);
-		else
-			snprintf(endpoint, sizeof(endpoint), "tcp://%s", o->rdzv_endpoint);
-		if (o->agent || listening(o->rdzv_endpoint) ||
+		 * agent started by a head joins the head's; etcd serves itself). */
+		snprintf(endpoint, sizeof(endpoint), "%s", o->store_url);
+		if (o->agent || o->etcd || listening(o->rdzv_hostport) ||
 		    mlrt_store_server_start(endpoint, &srv) != MLRT_OK)
 			srv = NULL;
 		rc = mlrt_store_open(endpoint, &store);
@@ -485,7 +491,8 @@ static int run_job(mlrun_opts *o)
 	}
 out:
 	if (o->rdzv_endpoint != NULL && store != NULL)
-		leave_job(store, job_id, srv != NULL, o->nnodes_min);
+		leave_job(store, job_id, srv != NULL, o->nnodes_min,
+		          o->etcd && !o->agent ? a.nexpected : 0);
 	mlrt_store_close(store);
 	if (srv != NULL)
 		mlrt_store_server_stop(srv);

@@ -42,6 +42,7 @@ enum {
 	OPT_HB_TIMEOUT,
 	OPT_NODE_RANK,
 	OPT_AGENT,
+	OPT_RDZV_BACKEND,
 };
 
 static const struct option long_opts[] = {
@@ -76,6 +77,7 @@ static const struct option long_opts[] = {
 	{"heartbeat-timeout", required_argument, NULL, OPT_HB_TIMEOUT},
 	{"node-rank", required_argument, NULL, OPT_NODE_RANK},
 	{"agent", no_argument, NULL, OPT_AGENT},
+	{"rdzv-backend", required_argument, NULL, OPT_RDZV_BACKEND},
 	{"verbose", no_argument, NULL, OPT_VERBOSE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"version", no_argument, NULL, OPT_VERSION},
@@ -150,6 +152,10 @@ void mlrun_print_help(FILE *f)
 	"                           store there, the others join it (give the same\n"
 	"                           --job-id everywhere, or let it default from P).\n"
 	"                           With -H: where the head serves the store\n"
+	"  --rdzv-backend B         mlrt (default: mlrun serves the store) or etcd:\n"
+	"                           the store is the etcd at --rdzv-endpoint\n"
+	"                           (http://HOST:2379), which outlives any host;\n"
+	"                           give a --job-id unique on that etcd\n"
 	"  --node-rank N            this host's place in the rank order (default: by\n"
 	"                           host name)\n"
 	"  --heartbeat-interval SEC agents renew their heartbeat this often (0.5)\n"
@@ -418,15 +424,28 @@ static int parse(int argc, char **argv, mlrun_opts *o, FILE *err)
 				           "want seconds from 0.001 to 86400");
 			break;
 		case OPT_RDZV_ENDPOINT: {
-			const char *colon = strrchr(optarg, ':');
+			const char *scheme = strstr(optarg, "://"), *hp = scheme ? scheme + 3 : optarg;
+			const char *colon = strrchr(hp, ':');
 			int64_t port;
 
-			if (colon == NULL || colon == optarg ||
-			    mlrti_parse_int(colon + 1, 1, 65535, &port) != MLRT_OK)
-				return bad(err, "--rdzv-endpoint", optarg, "want HOST:PORT");
+			if (colon == NULL || colon == hp ||
+			    mlrti_parse_int(colon + 1, 1, 65535, &port) != MLRT_OK ||
+			    (scheme != NULL && strncmp(optarg, "tcp://", 6) != 0 &&
+			     strncmp(optarg, "http://", 7) != 0 && strncmp(optarg, "etcd://", 7) != 0))
+				return bad(err, "--rdzv-endpoint", optarg,
+				           "want HOST:PORT (http://HOST:PORT for etcd)");
 			o->rdzv_endpoint = optarg;
+			o->rdzv_hostport = hp;
 			break;
 		}
+		case OPT_RDZV_BACKEND:
+			if (strcmp(optarg, "etcd") == 0 || strcmp(optarg, "etcd-v2") == 0)
+				o->etcd = 1;
+			else if (strcmp(optarg, "mlrt") == 0 || strcmp(optarg, "c10d") == 0)
+				o->etcd = 0;
+			else
+				return bad(err, "--rdzv-backend", optarg, "want mlrt or etcd");
+			break;
 		case OPT_GPUS_PER_PROC:
 			if (mlrti_parse_int(optarg, 0, 64, &v) != MLRT_OK)
 				return bad(err, "--gpus-per-proc", optarg, "want a count from 0 to 64");
@@ -482,6 +501,18 @@ static int parse(int argc, char **argv, mlrun_opts *o, FILE *err)
 		fprintf(err, "mlrun: --evaluator needs parameter servers (--servers S)\n");
 		return 2;
 	}
+	if (o->etcd && o->rdzv_endpoint == NULL) {
+		fprintf(err, "mlrun: --rdzv-backend etcd needs --rdzv-endpoint http://HOST:PORT\n");
+		return 2;
+	}
+	if (o->etcd && o->job_id == NULL && !mlrun_is_head(o)) {
+		fprintf(err, "mlrun: --rdzv-backend etcd needs a --job-id, the same on every host "
+		        "and unique on that etcd\n");
+		return 2;
+	}
+	if (o->rdzv_endpoint != NULL)
+		snprintf(o->store_url, sizeof(o->store_url), "%s://%s", o->etcd ? "etcd" : "tcp",
+		         o->rdzv_hostport);
 	if (o->hosts != NULL && o->hostfile != NULL) {
 		fprintf(err, "mlrun: give -H or --hostfile, not both\n");
 		return 2;

@@ -22,6 +22,9 @@ typedef struct mlrun_opts {
 	uint64_t gpu_mem;      /* bytes each of those GPUs must have, 0: any */
 	int cuda_version;      /* CUDA the driver must support (12020 = 12.2), 0: any */
 	const char *rdzv_endpoint; /* "HOST:PORT" of the job's store (one mlrun per host), or NULL */
+	int etcd;              /* --rdzv-backend etcd: the store is an etcd there */
+	char store_url[300];   /* with rdzv_endpoint: "tcp://HOST:PORT" or "etcd://HOST:PORT" */
+	const char *rdzv_hostport; /* rdzv_endpoint without its scheme */
 	int nnodes_min;        /* agents in the gang (--nnodes MIN[:MAX]) */
 	int nnodes_max;
 	restart_policy policy;
