@@ -118,12 +118,93 @@ static void *watchdog_main(void *arg)
 	return NULL;
 }
 
+#define GATHER_BATCH 1024 /* keys in one mlrt_store_wait */
+
+int mlrti_comm_gather(mlrt_comm *c, const char *what, const int *want, char **vals)
+{
+	char (*keys)[MLRTI_PREFIX_MAX + 64] = calloc((size_t)c->size, sizeof(*keys));
+	const char **kp = calloc((size_t)c->size, sizeof(*kp));
+	char prefix[MLRTI_PREFIX_MAX + 32];
+	mlrt_store_kv *items = NULL;
+	size_t nitems = 0;
+	int64_t deadline = mlrti_now_ms() + c->timeout_ms;
+	int n = 0, rc = MLRT_OK;
+
+	for (int r = 0; r < c->size; r++)
+		vals[r] = NULL;
+	if (keys == NULL || kp == NULL) {
+		rc = MLRT_ERR_NOMEM;
+		goto out;
+	}
+	snprintf(prefix, sizeof(prefix), "%s%s/", c->prefix, what);
+	for (int r = 0; r < c->size; r++)
+		if (want == NULL || want[r]) {
+			snprintf(keys[n], sizeof(keys[n]), "%s%d", prefix, r);
+			kp[n] = keys[n];
+			n++;
+		}
+	for (int i = 0; i < n && rc == MLRT_OK; i += GATHER_BATCH) {
+		int64_t left = deadline - mlrti_now_ms();
+
+		rc = mlrt_store_wait(c->store, kp + i, (size_t)(n - i < GATHER_BATCH ? n - i : GATHER_BATCH),
+		                     left > 0 ? (int)left : 1);
+	}
+	if (rc == MLRT_ERR_TIMEOUT) {
+		for (int i = 0; i < n; i++) {
+			void *v = NULL;
+			size_t len;
+
+			if (mlrt_store_get(c->store, kp[i], &v, &len) == MLRT_ERR_NOT_FOUND) {
+				mlrt_log(MLRT_LOG_ERROR, "comm: rank %s never published its %s (waited %d ms)",
+				         kp[i] + strlen(prefix), what, c->timeout_ms);
+				break;
+			}
+			free(v);
+		}
+	}
+	if (rc == MLRT_OK)
+		rc = mlrt_store_list(c->store, prefix, &items, &nitems);
+	for (size_t i = 0; i < nitems && rc == MLRT_OK; i++) {
+		int64_t r;
+
+		if (mlrti_parse_int(items[i].key + strlen(prefix), 0, c->size - 1, &r) != MLRT_OK ||
+		    (want != NULL && !want[r]))
+			continue;
+		vals[r] = mlrti_strdup(items[i].val);
+		if (vals[r] == NULL)
+			rc = MLRT_ERR_NOMEM;
+	}
+	for (int r = 0; r < c->size && rc == MLRT_OK; r++)
+		if ((want == NULL || want[r]) && vals[r] == NULL) {
+			mlrt_log(MLRT_LOG_ERROR, "comm: rank %d's %s vanished from the store", r, what);
+			rc = MLRT_ERR_PROTOCOL;
+		}
+	mlrt_store_kv_free(items, nitems);
+	if (rc != MLRT_OK)
+		mlrti_comm_gather_free(c, vals);
+out:
+	free(keys);
+	free(kp);
+	return rc;
+}
+
+void mlrti_comm_gather_free(mlrt_comm *c, char **vals)
+{
+	for (int r = 0; r < c->size; r++) {
+		free(vals[r]);
+		vals[r] = NULL;
+	}
+}
+
 /* Publish this rank's host and pid; learn everybody's. */
 static int exchange_members(mlrt_comm *c)
 {
 	char key[MLRTI_PREFIX_MAX + 32], val[MLRTI_HOST_MAX + 32], host[MLRTI_HOST_MAX] = "";
-	const char *keys[1] = {key};
+	char **vals = calloc((size_t)c->size, sizeof(*vals));
 	int rc;
+
+	if (vals == NULL)
+		return MLRT_ERR_NOMEM;
 
 	/* MLRT_HOSTNAME names the host when its name is not unique, and lets
 	 * tests lay out several "hosts" on one machine. */
@@ -134,26 +215,23 @@ static int exchange_members(mlrt_comm *c)
 	snprintf(key, sizeof(key), "%smember/%d", c->prefix, c->rank);
 	snprintf(val, sizeof(val), "%d %s", (int)getpid(), host);
 	rc = mlrt_store_set(c->store, key, val, strlen(val));
+	if (rc == MLRT_OK)
+		rc = mlrti_comm_gather(c, "member", NULL, vals);
 	for (int r = 0; r < c->size && rc == MLRT_OK; r++) {
-		void *v = NULL;
-		size_t len;
 		int used = 0;
 
-		snprintf(key, sizeof(key), "%smember/%d", c->prefix, r);
-		rc = mlrt_store_wait(c->store, keys, 1, c->timeout_ms);
-		if (rc == MLRT_ERR_TIMEOUT)
-			mlrt_log(MLRT_LOG_ERROR, "comm: rank %d never joined the communicator (waited %d ms)",
-			         r, c->timeout_ms);
-		if (rc == MLRT_OK)
-			rc = mlrt_store_get(c->store, key, &v, &len);
-		if (rc == MLRT_OK && (sscanf(v, "%d %n", &c->pids[r], &used) != 1 || used == 0))
+		if (sscanf(vals[r], "%d %n", &c->pids[r], &used) != 1 || used == 0) {
+			mlrt_log(MLRT_LOG_ERROR, "comm: rank %d published a malformed member record", r);
 			rc = MLRT_ERR_PROTOCOL;
-		if (rc == MLRT_OK)
-			snprintf(c->hosts[r], MLRTI_HOST_MAX, "%s", (char *)v + used);
-		if (rc == MLRT_OK && strcmp(c->hosts[r], c->hosts[0]) != 0)
+			break;
+		}
+		snprintf(c->hosts[r], MLRTI_HOST_MAX, "%s", vals[r] + used);
+		if (strcmp(c->hosts[r], c->hosts[0]) != 0)
 			c->multi_host = 1;
-		free(v);
 	}
+	if (rc == MLRT_OK)
+		mlrti_comm_gather_free(c, vals);
+	free(vals);
 	return rc;
 }
 

@@ -91,6 +91,14 @@ void mlrti_comm_free(mlrt_comm *c);
  * that peers learn of it too.  Returns status. */
 int mlrti_comm_fail(mlrt_comm *c, int status);
 
+/* Learn what every rank r with want[r] (want NULL: every rank) published
+ * at "<prefix><what>/<r>": waits (bounded by the communicator's timeout)
+ * until they all have, then reads them in one listing.  vals[r] gets a
+ * malloc'd, NUL-terminated copy (NULL for the others); free them with
+ * mlrti_comm_gather_free.  On a timeout the log names a rank missing. */
+int mlrti_comm_gather(mlrt_comm *c, const char *what, const int *want, char **vals);
+void mlrti_comm_gather_free(mlrt_comm *c, char **vals);
+
 /* Transport set-up, called by mlrti_comm_create.  peers[i] is nonzero
  * for each rank this transport must link to; each fills c->links[i]. */
 int mlrti_tcp_open(mlrt_comm *c, const int *peers);

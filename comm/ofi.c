@@ -51,6 +51,69 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_tagged.h>
 
+#include <dlfcn.h>
+#include <pthread.h>
+
+/* libfabric is loaded when a communicator first asks for it, not with
+ * libmlrt: loading it runs its providers' constructors (psm's calibrates a
+ * timer for about 0.2 s), which every process of every job would pay.
+ * These are its only functions that are not inline in its headers; the
+ * versions are the ones its headers were written for. */
+static struct {
+	int (*getinfo)(uint32_t, const char *, const char *, uint64_t, const struct fi_info *,
+	               struct fi_info **);
+	void (*freeinfo)(struct fi_info *);
+	struct fi_info *(*dupinfo)(const struct fi_info *);
+	int (*fabric)(struct fi_fabric_attr *, struct fid_fabric **, void *);
+	const char *(*strerror)(int);
+} fi;
+static pthread_once_t fi_once = PTHREAD_ONCE_INIT;
+static char fi_why[300];
+
+static void load_libfabric(void)
+{
+	struct sigaction saved[NSIG];
+	void *h;
+
+	/* The psm provider's constructor also installs handlers for SIGINT,
+	 * SIGTERM, SIGSEGV...: the program's own dispositions stay. */
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, NULL, &saved[sig]);
+	h = dlopen("libfabric.so.1", RTLD_NOW | RTLD_LOCAL);
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			sigaction(sig, &saved[sig], NULL);
+	if (h == NULL) {
+		snprintf(fi_why, sizeof(fi_why), "%s", dlerror());
+		return;
+	}
+	*(void **)&fi.getinfo = dlvsym(h, "fi_getinfo", "FABRIC_1.3");
+	*(void **)&fi.freeinfo = dlvsym(h, "fi_freeinfo", "FABRIC_1.3");
+	*(void **)&fi.dupinfo = dlvsym(h, "fi_dupinfo", "FABRIC_1.3");
+	*(void **)&fi.fabric = dlvsym(h, "fi_fabric", "FABRIC_1.1");
+	*(void **)&fi.strerror = dlvsym(h, "fi_strerror", "FABRIC_1.0");
+	if (fi.getinfo == NULL || fi.freeinfo == NULL || fi.dupinfo == NULL || fi.fabric == NULL ||
+	    fi.strerror == NULL) {
+		snprintf(fi_why, sizeof(fi_why), "libfabric.so.1 lacks the functions of libfabric 1.3+");
+		fi.getinfo = NULL;
+	}
+}
+
+static int need_libfabric(void)
+{
+	pthread_once(&fi_once, load_libfabric);
+	if (fi.getinfo != NULL)
+		return MLRT_OK;
+	mlrt_log(MLRT_LOG_ERROR, "ofi: cannot load libfabric: %s (install libfabric1, or use "
+	         "another transport: unset MLRT_TRANSPORT)", fi_why);
+	return MLRT_ERR_UNSUPPORTED;
+}
+
+#define fi_getinfo fi.getinfo
+#define fi_freeinfo fi.freeinfo
+#define fi_fabric fi.fabric
+#define fi_strerror fi.strerror
+
 /* Pieces are a multiple of every element size (powers of two up to 64)
  * and small enough that reducing one overlaps with receiving the next. */
 #define PIECE_BYTES ((size_t)256 * 1024)
@@ -239,7 +302,7 @@ static int peer_alive(const ofi_link *l)
 /* Pick a provider that does tagged messages on a reliable endpoint. */
 static int get_info(ofi_state *st)
 {
-	struct fi_info *hints = fi_allocinfo();
+	struct fi_info *hints = fi.dupinfo(NULL); /* fi_allocinfo() */
 	const char *want = getenv("FI_PROVIDER");
 	uint64_t fmt;
 	int r, tag_bits;
@@ -447,8 +510,12 @@ int mlrti_ofi_open(mlrt_comm *c, const int *peers)
 	ofi_state *st = calloc(1, sizeof(*st));
 	void *card = NULL;
 	size_t card_len = 0;
-	int rc;
+	int rc = need_libfabric();
 
+	if (rc != MLRT_OK) {
+		free(st);
+		return rc;
+	}
 	if (st == NULL)
 		return MLRT_ERR_NOMEM;
 	/* From here on mlrti_ofi_ops.close undoes whatever was set up. */

@@ -318,7 +318,9 @@ static int create_segment(mlrt_comm *c, shm_state *st, const int *peers)
 		rc = err == ENOSPC ? MLRT_ERR_NOSPACE : MLRT_ERR_IO;
 		goto fail;
 	}
-	m = mmap(NULL, st->seg_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	/* posix_fallocate gave the pages; MAP_POPULATE maps them all now
+	 * (not in the first collective) without writing them again. */
+	m = mmap(NULL, st->seg_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
 	if (m == MAP_FAILED) {
 		mlrt_log(MLRT_LOG_ERROR, "shm: cannot map %zu MiB of %s: %s", st->seg_bytes >> 20,
 		         st->name, strerror(errno));
@@ -331,8 +333,6 @@ static int create_segment(mlrt_comm *c, shm_state *st, const int *peers)
 #ifdef MADV_HUGEPAGE
 	madvise(m, st->seg_bytes, MADV_HUGEPAGE); /* a hint; tmpfs may say no */
 #endif
-	/* Touch every page once now, not in the first collective. */
-	memset(m, 0, st->seg_bytes);
 
 	h = (shm_seg_hdr *)m;
 	h->magic = SHM_MAGIC;

@@ -100,33 +100,20 @@ static int listen_on(mlrt_comm *c, tcp_state *t, const int *peers, char *publish
 	return MLRT_OK;
 }
 
-/* Connect to rank r (lower than ours) at its published address and say
- * who we are. */
-static int connect_to(mlrt_comm *c, tcp_state *t, int r, int64_t deadline)
+/* Connect to rank r (lower than ours) at its published address val
+ * ("IP:PORT", modified here) and say who we are. */
+static int connect_to(mlrt_comm *c, tcp_state *t, int r, char *val, int64_t deadline)
 {
-	char key[MLRTI_PREFIX_MAX + 32], *colon;
-	const char *keys[1] = {key};
+	char *colon = strrchr(val, ':');
 	struct sockaddr_in sin = {.sin_family = AF_INET};
 	uint32_t hello[2] = {HELLO_MAGIC, (uint32_t)c->rank};
-	void *val = NULL;
-	size_t len;
-	int fd = -1, rc;
+	int fd = -1;
 
-	snprintf(key, sizeof(key), "%stcp/%d", c->prefix, r);
-	rc = mlrt_store_wait(c->store, keys, 1, (int)(deadline - mlrti_now_ms()));
-	if (rc == MLRT_OK)
-		rc = mlrt_store_get(c->store, key, &val, &len);
-	if (rc != MLRT_OK) {
-		mlrt_log(MLRT_LOG_ERROR, "tcp: rank %d never published its address: %s", r,
-		         mlrt_strerror(rc));
-		return rc;
-	}
-	colon = strrchr(val, ':');
 	if (colon != NULL)
 		*colon = '\0';
 	if (colon == NULL || inet_pton(AF_INET, val, &sin.sin_addr) != 1) {
-		mlrt_log(MLRT_LOG_ERROR, "tcp: rank %d published a malformed address at %s", r, key);
-		free(val);
+		mlrt_log(MLRT_LOG_ERROR, "tcp: rank %d published a malformed address (%stcp/%d)", r,
+		         c->prefix, r);
 		return MLRT_ERR_PROTOCOL;
 	}
 	sin.sin_port = htons((uint16_t)atoi(colon + 1));
@@ -138,14 +125,12 @@ static int connect_to(mlrt_comm *c, tcp_state *t, int r, int64_t deadline)
 			close(fd);
 		fd = -1;
 		if (mlrti_now_ms() >= deadline) {
-			mlrt_log(MLRT_LOG_ERROR, "tcp: cannot connect to rank %d at %s:%s: %s", r,
-			         (char *)val, colon + 1, strerror(errno));
-			free(val);
+			mlrt_log(MLRT_LOG_ERROR, "tcp: cannot connect to rank %d at %s:%s: %s", r, val,
+			         colon + 1, strerror(errno));
 			return MLRT_ERR_UNAVAILABLE;
 		}
 		usleep(20000);
 	}
-	free(val);
 	if (write(fd, hello, sizeof(hello)) != (ssize_t)sizeof(hello)) {
 		close(fd);
 		return MLRT_ERR_PEER_LOST;
@@ -209,9 +194,26 @@ int mlrti_tcp_open(mlrt_comm *c, const int *peers)
 	MLRTI_CHECK_GOTO(listen_on(c, t, peers, addr, sizeof(addr)), rc, out);
 	snprintf(key, sizeof(key), "%stcp/%d", c->prefix, c->rank);
 	MLRTI_CHECK_GOTO(mlrt_store_set(c->store, key, addr, strlen(addr)), rc, out);
-	for (int r = 0; r < c->rank; r++)
-		if (peers[r])
-			MLRTI_CHECK_GOTO(connect_to(c, t, r, deadline), rc, out);
+	{
+		/* The addresses of the lower peers, which we connect to. */
+		int *lower = calloc((size_t)c->size, sizeof(*lower));
+		char **addrs = calloc((size_t)c->size, sizeof(*addrs));
+
+		rc = lower == NULL || addrs == NULL ? MLRT_ERR_NOMEM : MLRT_OK;
+		for (int r = 0; r < c->rank && rc == MLRT_OK; r++)
+			lower[r] = peers[r];
+		if (rc == MLRT_OK && c->rank > 0)
+			rc = mlrti_comm_gather(c, "tcp", lower, addrs);
+		for (int r = 0; r < c->rank && rc == MLRT_OK; r++)
+			if (peers[r])
+				rc = connect_to(c, t, r, addrs[r], deadline);
+		if (addrs != NULL)
+			mlrti_comm_gather_free(c, addrs);
+		free(addrs);
+		free(lower);
+		if (rc != MLRT_OK)
+			goto out;
+	}
 	MLRTI_CHECK_GOTO(accept_all(c, t, peers, deadline), rc, out);
 	for (int r = 0; r < c->size; r++) {
 		if (!peers[r])
