@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "comm/comm.h"
 #include "runtime/common.h"
@@ -14,6 +15,12 @@
 /* Idle rounds of progress calls before the driver yields the CPU, when
  * some direction has no file descriptor to sleep on (shared memory). */
 #define SPINS_BEFORE_YIELD 64
+/* Idle yields before it sleeps instead: a peer that long late is not
+ * running (more ranks than CPUs), and spinning would keep it from running.
+ * Sleeps start short and double up to IDLE_SLEEP_MAX_US. */
+#define YIELDS_BEFORE_SLEEP 2000
+#define IDLE_SLEEP_MIN_US 20
+#define IDLE_SLEEP_MAX_US 1000
 /* Longest single sleep in poll, so that the watchdog's verdicts and the
  * deadline are noticed promptly. */
 #define POLL_SLICE_MS 100
@@ -135,7 +142,13 @@ int mlrti_exchange(mlrt_comm *c, const mlrti_xfer *x)
 			         (int)(left < POLL_SLICE_MS ? (left > 0 ? left : 0) : POLL_SLICE_MS)) < 0 &&
 			    errno != EINTR)
 				return mlrti_comm_fail(c, MLRT_ERR_IO);
-		} else if (++idle >= SPINS_BEFORE_YIELD) {
+		} else if (++idle >= SPINS_BEFORE_YIELD + YIELDS_BEFORE_SLEEP) {
+			int shift = (idle - SPINS_BEFORE_YIELD - YIELDS_BEFORE_SLEEP) / 16;
+			int us = shift < 6 ? IDLE_SLEEP_MIN_US << shift : IDLE_SLEEP_MAX_US;
+
+			usleep((useconds_t)(us < IDLE_SLEEP_MAX_US ? us : IDLE_SLEEP_MAX_US));
+			idle -= shift >= 6; /* stay at the longest sleep */
+		} else if (idle >= SPINS_BEFORE_YIELD) {
 			sched_yield();
 		}
 	}

@@ -538,7 +538,7 @@ static void watch(agent *a, gang *g, const relay_opts *ro, gen_outcome *out)
 		if (now >= next_check) {
 			check_heartbeat(a, g, out);
 			check_remote_abort(a, g, out);
-			next_check = now + 2 * TICK_MS;
+			next_check = now + TICK_MS;
 		}
 	}
 out:
@@ -636,17 +636,19 @@ void agent_mark_lost(mlrt_store *st, const char *job_id, int64_t gen, const char
 	mlrt_store_set(st, key, "1", 1);
 }
 
-int agent_expected_next(agent *a, int64_t gen)
+int agent_expected_next(agent *a, int64_t gen, int *nlost_out)
 {
 	char key[300];
 	mlrt_store_kv *lost = NULL;
 	size_t nlost = 0;
 	int64_t joiners = 0;
 
+	*nlost_out = 0;
 	snprintf(key, sizeof(key), "%s/g%" PRId64 "/lost/", a->job_id, gen);
 	if (mlrt_store_list(a->store, key, &lost, &nlost) != MLRT_OK)
 		return 0;
 	mlrt_store_kv_free(lost, nlost);
+	*nlost_out = (int)nlost;
 	snprintf(key, sizeof(key), "%s/g%" PRId64 "/joiners", a->job_id, gen);
 	if (mlrt_store_add(a->store, key, 0, &joiners) != MLRT_OK)
 		return 0;

@@ -59,8 +59,9 @@ typedef struct gen_outcome {
 void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome *out);
 
 /* After generation gen ended: how many hosts will come to the next round
- * (its members less those marked lost, plus those asking to join). */
-int agent_expected_next(agent *a, int64_t gen);
+ * (its members less those marked lost, plus those asking to join; 0 when
+ * unknown); *nlost gets how many were lost. */
+int agent_expected_next(agent *a, int64_t gen, int *nlost);
 
 /* Mark host lost in generation gen (a head or an agent saw it go). */
 void agent_mark_lost(mlrt_store *st, const char *job_id, int64_t gen, const char *host);

@@ -324,7 +324,7 @@ static int run_job(mlrun_opts *o)
 	mlrt_store *store = NULL;
 	agent a = {0};
 	sigset_t mask;
-	int restarts = 0, status = 1, rc;
+	int restarts = 0, status = 1, rc, lost = 0;
 	int64_t gen = 0;
 
 	a.program = worker_find_program(o->argv[0]);
@@ -453,7 +453,7 @@ static int run_job(mlrun_opts *o)
 				fprintf(stderr, "mlrun: generation %" PRId64 " ends for a membership "
 				        "change (%s); the gang forms again\n", gen,
 				        out.error + strlen("rescale: "));
-			a.expect = agent_expected_next(&a, gen);
+			a.expect = agent_expected_next(&a, gen, &lost);
 			gen++;
 			continue;
 		case GEN_FAILED:
@@ -475,8 +475,10 @@ static int run_job(mlrun_opts *o)
 			         o->rdzv_endpoint == NULL ? gen : gen - 1);
 			mlrt_store_delete_prefix(store, gen_prefix, NULL);
 		}
-		a.expect = agent_expected_next(&a, gen);
-		backoff(backoff_ms(restarts));
+		/* A lost host is no fault of the program: no backoff. */
+		a.expect = agent_expected_next(&a, gen, &lost);
+		if (lost == 0)
+			backoff(backoff_ms(restarts));
 		restarts++;
 		gen++;
 		if (!o->agent || a.index == 0)

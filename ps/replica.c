@@ -329,6 +329,20 @@ void mlrti_ps_send_snapshot(mlrti_ps_server *s, mlrti_ps_held *r)
 	for (int w = 0; w < s->nworkers; w++)
 		for (mlrti_ps_held *q = g->queue[w]; q != NULL; q = q->next)
 			mlrti_ps_forward_quiet(s, q, to);
+	/* Pushes forwarded to the backup's former process, which died before
+	 * answering (it can come back before we saw it marked down): the
+	 * snapshot carries them now, so they are safe. */
+	for (mlrti_ps_ack **pp = &s->acks; *pp != NULL;) {
+		mlrti_ps_ack *a = *pp;
+
+		if (a->backup != to || a->h.range != rg) {
+			pp = &a->next;
+			continue;
+		}
+		*pp = a->next;
+		mlrti_ps_reply_to(s, &a->route, &a->h, MLRT_OK, NULL, NULL);
+		mlrti_ps_ack_free(a);
+	}
 	mlrti_ps_publish_range(s, rg);
 	mlrt_log(MLRT_LOG_WARN, "ps: server %d: server %d is back as the backup of range %d",
 	         s->index, to, rg);

@@ -37,6 +37,7 @@
 #define POLL_MS 50
 #define LEND_MIN_BYTES (64 * 1024) /* a pulled key from this size goes out without a copy */
 #define ABORT_CHECK_MS 250 /* between looks at the store (abort, workers closed) */
+#define REJOIN_WAIT_MS 10000 /* for a restarted server's backup to take over its range */
 
 static void held_free(mlrti_ps_held *r)
 {
@@ -751,16 +752,26 @@ static void server_fini(mlrti_ps_server *s)
 static void rejoin(mlrti_ps_server *s)
 {
 	char key[400];
+	/* Our ranges may still name us as their primary: the backup takes
+	 * over when it sees us marked down, which can be after we are back. */
+	int64_t deadline = mlrti_now_ms() + REJOIN_WAIT_MS;
 
 	for (int k = 0; k < 2; k++) {
 		int rg = (s->index + s->nservers - k) % s->nservers, p = -1, b = -1;
-		void *val = NULL;
-		size_t len;
 
 		snprintf(key, sizeof(key), "%sps/range/%d", s->prefix, rg);
-		if (mlrt_store_get(s->store, key, &val, &len) == MLRT_OK)
-			sscanf(val, "%d %d", &p, &b);
-		free(val);
+		for (;;) {
+			void *val = NULL;
+			size_t len;
+
+			p = b = -1;
+			if (mlrt_store_get(s->store, key, &val, &len) == MLRT_OK)
+				sscanf(val, "%d %d", &p, &b);
+			free(val);
+			if ((p >= 0 && p != s->index) || mlrti_now_ms() >= deadline)
+				break;
+			usleep(10000);
+		}
 		if (p < 0 || p == s->index || p >= s->nservers) {
 			mlrt_log(MLRT_LOG_ERROR, "ps: server %d: no server answers for range %d; it "
 			         "cannot be copied", s->index, rg);
