@@ -32,6 +32,7 @@
 #include "ps/proto.h"
 #include "ps/server.h"
 #include "runtime/common.h"
+#include "runtime/netaddr.h"
 #include "runtime/ctx.h"
 
 #define POLL_MS 50
@@ -681,17 +682,23 @@ static mlrti_ps_held *receive(mlrti_ps_server *s, void *sock, int routed)
 	return NULL;
 }
 
-static int publish(mlrti_ps_server *s)
+/* Publish where workers and the other servers reach this one: loopback
+ * when the job's store is on this host's loopback, else the address that
+ * routes towards the store's host (runtime/netaddr.h; MLRT_IFNAME). */
+static int publish(mlrti_ps_server *s, const char *store_addr)
 {
-	char last[256], host[256], key[512], addr[600];
+	char last[256], host[256], ip[MLRTI_ADDR_MAX] = "127.0.0.1", key[512], addr[600];
 	size_t n = sizeof(last);
 	const char *port;
+	int rc;
 
 	if (zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, last, &n) != 0 ||
-	    (port = strrchr(last, ':')) == NULL || gethostname(host, sizeof(host)) != 0)
+	    (port = strrchr(last, ':')) == NULL)
 		return MLRT_ERR_IO;
-	host[sizeof(host) - 1] = '\0';
-	snprintf(addr, sizeof(addr), "tcp://%s%s", host, port);
+	if (mlrti_endpoint_host(store_addr, host, sizeof(host)) == MLRT_OK &&
+	    !mlrti_is_loopback(host) && (rc = mlrti_reachable_addr(host, ip, sizeof(ip))) != MLRT_OK)
+		return rc;
+	snprintf(addr, sizeof(addr), "tcp://%s%s", ip, port);
 	snprintf(key, sizeof(key), "%sps/server/%d", s->prefix, s->index);
 	return mlrt_store_set(s->store, key, addr, strlen(addr));
 }
@@ -837,7 +844,7 @@ static int server_init(mlrti_ps_server *s, mlrt_ctx *ctx)
 		         zmq_strerror(zmq_errno()));
 		return MLRT_ERR_IO;
 	}
-	MLRTI_CHECK_GOTO(publish(s), rc, out);
+	MLRTI_CHECK_GOTO(publish(s, mlrti_ctx_store_addr(ctx)), rc, out);
 	if (s->rejoin)
 		rejoin(s);
 	else

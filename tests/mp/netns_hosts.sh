@@ -2,7 +2,7 @@
 # --rsh 'ip netns exec {host}' ($1 = netns) or through real ssh to an sshd
 # in each namespace ($1 = ssh): the collectives suite passes over tcp
 # between hosts (shm within each), and the flagship trains to the accuracy
-# it reaches on one host.
+# it reaches on one host; parameter servers serve workers on every host.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/netns.sh"
 
@@ -33,6 +33,14 @@ run -- "$PROBE" >"$TMP/out" 2>"$TMP/err" || fail "probe: $(cat "$TMP/err")"
 for r in 0 1 2 3 4 5 6 7; do
 	grep -q "^probe rank=$r size=8 " "$TMP/out" || fail "no rank $r: $(cat "$TMP/out" "$TMP/err")"
 done
+
+# Parameter servers on the first host, workers on all four (SYNC Adam
+# against each worker's local replay).
+run --servers 2 -- "$PS_CHECK" sync adam >"$TMP/out" 2>"$TMP/err" ||
+	fail "parameter servers across hosts: $(tail -5 "$TMP/err")"
+[ "$(grep -c '^sync: worker [0-9]* ok$' "$TMP/out")" -eq 8 ] ||
+	fail "parameter servers across hosts: $(cat "$TMP/out")"
+echo "ok: 2 parameter servers and 8 workers on 4 hosts"
 
 run -- "$MLP" --ckpt-dir "$TMP/ck4" >"$TMP/mlp4" 2>"$TMP/err" ||
 	fail "mlp on 4 hosts: $(tail -5 "$TMP/err")"
