@@ -19,21 +19,6 @@ NP=$((HOSTS * PER))
 netns_setup "$HOSTS"
 port=$((20000 + RANDOM % 12000))
 
-wait_line() { # FILE PATTERN SECONDS
-	local deadline=$((SECONDS + $3))
-	until grep -q "$2" "$1" 2>/dev/null; do
-		[ $SECONDS -ge $deadline ] && return 1
-		sleep 0.02
-	done
-}
-
-agent_of() { # NAMESPACE
-	local p
-	for p in $(ip netns pids "$1"); do
-		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- '--agent' && { echo "$p"; return; }
-	done
-}
-
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # first_step FILE GEN WORLD: the wall time of GEN's first completed step.
@@ -62,7 +47,7 @@ for round in $(seq 1 "$ROUNDS"); do
 	first_step "$out" 0 $NP >/dev/null
 	sleep 1
 	t0=$(now_ms)
-	kill -9 "$(agent_of "${NS_HOSTS[$((HOSTS - 1))]}")"
+	kill -9 "$(netns_agent_of "${NS_HOSTS[$((HOSTS - 1))]}")"
 	kills+=($(($(first_step "$out" 1 $((NP - PER))) - t0)))
 	sleep 1
 	t0=$(now_ms)

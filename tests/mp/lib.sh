@@ -27,6 +27,15 @@ wait_for_files() {
 
 now_ms() { date +%s%3N; }
 
+# wait_line FILE PATTERN SECONDS: until a line of FILE matches PATTERN.
+wait_line() {
+	local deadline=$((SECONDS + $3))
+	until grep -q "$2" "$1" 2>/dev/null; do
+		[ $SECONDS -ge $deadline ] && return 1
+		sleep 0.05
+	done
+}
+
 # pid_alive PID: true while PID exists and is not a zombie.
 pid_alive() {
 	local st

@@ -7,6 +7,7 @@
 #   netns_add I     one more host (after setup), e.g. to join a running job
 #   netns_cut I     take host I's link down (its processes stay)
 #   netns_kill_all  kill every process in the test's namespaces
+#   netns_agent_of NS  the pid of the mlrun agent (mlrun --agent) in NS
 #   netns_sshd N    an sshd in each of the first N hosts, with a key made
 #                   here: $NS_SSH is the ssh command for --rsh and
 #                   $NS_SSH_HOSTS the hosts' addresses for -H (2 slots each)
@@ -48,6 +49,13 @@ netns_kill_all() {
 		[ -n "$pids" ] && kill -9 $pids 2>/dev/null
 	done
 	return 0
+}
+
+netns_agent_of() {
+	local p
+	for p in $(ip netns pids "$1"); do
+		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- '--agent' && { echo "$p"; return; }
+	done
 }
 
 netns_teardown() {

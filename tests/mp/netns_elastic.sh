@@ -23,23 +23,6 @@ start_job() {
 	cleanup_hooks+=("kill -9 $head_pid 2>/dev/null")
 }
 
-# wait_line FILE PATTERN SECONDS: until a line of FILE matches.
-wait_line() {
-	local deadline=$((SECONDS + $3))
-	until grep -q "$2" "$1" 2>/dev/null; do
-		[ $SECONDS -ge $deadline ] && return 1
-		sleep 0.05
-	done
-}
-
-# The agent (mlrun --agent) running in namespace $1.
-agent_of() {
-	local p
-	for p in $(ip netns pids "$1"); do
-		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- '--agent' && { echo "$p"; return; }
-	done
-}
-
 # recovery NAME GEN WORLD FAULT_MS: print fault -> first step of GEN.
 recovery() {
 	wait_line "$TMP/$1.out" "^generation $2 world $3 completed step" 60 ||
@@ -58,7 +41,7 @@ finish() { # NAME: the job ends well, every step done
 # 1. An agent killed, then a fifth host joins.
 start_job kill
 wait_line "$TMP/kill.out" "^step 50 " 60 || fail "kill: no progress: $(cat "$TMP/kill.err")"
-victim=$(agent_of "$NS_HOST3")
+victim=$(netns_agent_of "$NS_HOST3")
 [ -n "$victim" ] || fail "kill: no agent in $NS_HOST3"
 t0=$(now_ms)
 kill -9 "$victim"

@@ -22,24 +22,9 @@ run_job() { # NAME MLRUN-OPTIONS...: in the background
 	cleanup_hooks+=("kill -9 $head_pid 2>/dev/null")
 }
 
-wait_line() { # FILE PATTERN SECONDS
-	local deadline=$((SECONDS + $3))
-	until grep -q "$2" "$1" 2>/dev/null; do
-		[ $SECONDS -ge $deadline ] && return 1
-		sleep 0.05
-	done
-}
-
-agent_of() { # NAMESPACE
-	local p
-	for p in $(ip netns pids "$1"); do
-		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- '--agent' && { echo "$p"; return; }
-	done
-}
-
 kill_agent() { # NAME HOST-NAMESPACE
 	wait_line "$TMP/$1.out" "^step 50 " 60 || fail "$1: no progress: $(cat "$TMP/$1.err")"
-	kill -9 "$(agent_of "$2")"
+	kill -9 "$(netns_agent_of "$2")"
 }
 
 # 1. No restarts: the job fails and says which host was lost.
