@@ -361,8 +361,10 @@ static void check_remote_abort(agent *a, gang *g, gen_outcome *out);
  * that exited non-zero, since survivors of a crash exit with an error
  * (MLRT_ERR_PEER_LOST) a moment after it, sometimes before the kernel has
  * reported the killed one.  So a non-zero exit is held as a suspect for
- * SUSPECT_MS (the gang is stopped only then) in case a signalled worker
- * turns up. */
+ * SUSPECT_MS (the gang is stopped only then, and the generation does not
+ * end before it even when no worker is left) in case a signalled worker
+ * turns up, or another host or the head publishes the cause (a lost
+ * host). */
 static void reap(agent *a, gang *g, gen_outcome *out)
 {
 	int64_t now = mlrti_now_ms();
@@ -393,8 +395,7 @@ static void reap(agent *a, gang *g, gen_outcome *out)
 		}
 	}
 	if (g->suspect != NULL && out->result == GEN_SUCCEEDED &&
-	    (WIFSIGNALED(g->suspect->status) || now >= g->suspect_until || g->running == 0 ||
-	     g->stopping)) {
+	    (WIFSIGNALED(g->suspect->status) || now >= g->suspect_until || g->stopping)) {
 		/* A worker that exited with an error may have lost a peer: a
 		 * failure another host (or the head) published first is then
 		 * the root cause. */
@@ -514,7 +515,9 @@ static void watch(agent *a, gang *g, const relay_opts *ro, gen_outcome *out)
 				open_streams++;
 			}
 		}
-		if (g->running == 0) {
+		/* Done once every worker is reaped, its output drained and the
+		 * root cause of a failure settled (see reap). */
+		if (g->running == 0 && (g->suspect == NULL || out->result != GEN_SUCCEEDED)) {
 			if (g->drain_until == 0)
 				g->drain_until = now + DRAIN_MS;
 			if (open_streams == 0 || now >= g->drain_until)
