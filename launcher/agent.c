@@ -274,24 +274,26 @@ static void stop_all(agent *a, gang *g, int sig)
 		worker_signal(&g->w[i], sig);
 }
 
-/* Publish that this generation is over, for the other ranks and hosts.
- * The first reason published stays (it is the root cause); the time it
- * ended goes beside it, for the membership log. */
-static void publish_abort(agent *a, gang *g, const char *why)
+void agent_end_generation(mlrt_store *st, const char *job_id, int64_t gen, const char *why)
 {
 	char key[300], now[32];
 	int swapped = 0;
 
-	if (mlrt_store_cas(a->store, g->abort_key, NULL, 0, why, strlen(why), &swapped, NULL,
-	                   NULL) != MLRT_OK) {
+	snprintf(key, sizeof(key), "%s/g%" PRId64 "/abort", job_id, gen);
+	if (mlrt_store_cas(st, key, NULL, 0, why, strlen(why), &swapped, NULL, NULL) != MLRT_OK) {
 		mlrt_log(MLRT_LOG_WARN, "mlrun: cannot publish the end of the generation to the store");
 		return;
 	}
 	if (swapped) {
-		snprintf(key, sizeof(key), "%sended", g->prefix);
+		snprintf(key, sizeof(key), "%s/g%" PRId64 "/ended", job_id, gen);
 		snprintf(now, sizeof(now), "%" PRId64, mlrti_wall_ms());
-		mlrt_store_set(a->store, key, now, strlen(now));
+		mlrt_store_set(st, key, now, strlen(now));
 	}
+}
+
+static void publish_abort(agent *a, gang *g, const char *why)
+{
+	agent_end_generation(a->store, a->job_id, g->gen, why);
 }
 
 static void record_failure(agent *a, gang *g, worker *w, gen_outcome *out)
@@ -438,7 +440,6 @@ static void check_heartbeat(agent *a, gang *g, gen_outcome *out)
 	case HB_NONE:
 		return;
 	case HB_MEMBER_LOST:
-		agent_mark_lost(a->store, a->job_id, g->gen, detail + strlen("host "));
 		out->result = GEN_FAILED;
 		out->failed_rank = -1;
 		out->retryable = 1;
@@ -628,15 +629,6 @@ static void remember_members(agent *a, const mlrti_rdzv_result *r)
 	for (int i = 0; i < r->nmembers; i++)
 		if ((a->expected[a->nexpected] = strdup(r->members[i].name)) != NULL)
 			a->nexpected++;
-}
-
-void agent_mark_lost(mlrt_store *st, const char *job_id, int64_t gen, const char *host)
-{
-	char key[400];
-
-	snprintf(key, sizeof(key), "%s/g%" PRId64 "/lost/%.*s", job_id, gen,
-	         (int)strcspn(host, " "), host);
-	mlrt_store_set(st, key, "1", 1);
 }
 
 int agent_expected_next(agent *a, int64_t gen, int *nlost_out)

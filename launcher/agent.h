@@ -63,8 +63,10 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
  * unknown); *nlost gets how many were lost. */
 int agent_expected_next(agent *a, int64_t gen, int *nlost);
 
-/* Mark host lost in generation gen (a head or an agent saw it go). */
-void agent_mark_lost(mlrt_store *st, const char *job_id, int64_t gen, const char *host);
+/* Publish that generation gen is over, for every rank and host: the first
+ * reason published stays (it is the root cause); the time it ended goes
+ * beside it (<job>/g<gen>/ended), for the membership log. */
+void agent_end_generation(mlrt_store *st, const char *job_id, int64_t gen, const char *why);
 
 /* Free what the agent keeps between generations. */
 void agent_fini(agent *a);

@@ -17,6 +17,7 @@
 
 #include "launcher/agent.h"
 #include "launcher/head.h"
+#include "launcher/heartbeat.h"
 #include "launcher/hosts.h"
 #include "runtime/common.h"
 #include "runtime/netaddr.h"
@@ -28,12 +29,10 @@ extern char **environ;
 
 /* One host's agent, as the head sees it. */
 typedef struct remote {
-	const host_entry *host;
 	pid_t pid;          /* the --rsh process (0: not running) */
 	int stdin_fd;       /* its standard input, held open while we live */
 	int status;         /* wait status of its last run */
 	int64_t started_ms;
-	int launches;
 } remote;
 
 typedef struct head {
@@ -141,55 +140,58 @@ static int agent_command(const head *h, int i, char *cmd, size_t cap)
 	return fail ? -1 : 0;
 }
 
+/* --rsh as words for host: {host} replaced by it, else it follows. */
+static int rsh_words(const char *rsh, const char *host, wordexp_t *we)
+{
+	const char *p = rsh, *at;
+	char tmpl[4096];
+	size_t n = 0;
+
+	while ((at = strstr(p, "{host}")) != NULL && n < sizeof(tmpl)) {
+		n += (size_t)snprintf(tmpl + n, sizeof(tmpl) - n, "%.*s%s", (int)(at - p), p, host);
+		p = at + strlen("{host}");
+	}
+	if (n < sizeof(tmpl))
+		n += (size_t)snprintf(tmpl + n, sizeof(tmpl) - n, "%s%s%s", p, p == rsh ? " " : "",
+		                      p == rsh ? host : "");
+	if (n >= sizeof(tmpl) || wordexp(tmpl, we, WRDE_NOCMD) != 0)
+		return -1;
+	if (we->we_wordc == 0) {
+		wordfree(we);
+		return -1;
+	}
+	return 0;
+}
+
 /* Start host i's agent through --rsh. */
 static int launch(head *h, int i)
 {
 	remote *r = &h->r[i];
 	static char cmd[65536];
-	char *tmpl = NULL, **argv = NULL;
-	const char *at;
+	const char *prog;
+	char **argv = NULL;
 	wordexp_t we;
-	int in[2], argc = 0, rc = -1, ssh;
-	size_t tlen;
+	int in[2] = {-1, -1}, argc = 0, rc = -1;
 
 	if (agent_command(h, i, cmd, sizeof(cmd)) != 0) {
 		fprintf(stderr, "mlrun: the command for host %s is too long\n", h->hosts[i].name);
 		return -1;
 	}
-	/* {host} in --rsh becomes the host; without it the host follows. */
-	tlen = strlen(h->o->rsh) + 16 * HOST_NAME_MAX_LEN;
-	tmpl = malloc(tlen);
-	if (tmpl == NULL)
-		return -1;
-	tmpl[0] = '\0';
-	for (const char *p = h->o->rsh; (at = strstr(p, "{host}")) != NULL || *p; ) {
-		if (at == NULL) {
-			strncat(tmpl, p, tlen - strlen(tmpl) - 1);
-			break;
-		}
-		strncat(tmpl, p, (size_t)(at - p) < tlen - strlen(tmpl) - 1 ? (size_t)(at - p)
-		                                                             : tlen - strlen(tmpl) - 1);
-		strncat(tmpl, h->hosts[i].name, tlen - strlen(tmpl) - 1);
-		p = at + 6;
-	}
-	if (strstr(h->o->rsh, "{host}") == NULL) {
-		strncat(tmpl, " ", tlen - strlen(tmpl) - 1);
-		strncat(tmpl, h->hosts[i].name, tlen - strlen(tmpl) - 1);
-	}
-	if (wordexp(tmpl, &we, WRDE_NOCMD) != 0 || we.we_wordc == 0) {
+	if (rsh_words(h->o->rsh, h->hosts[i].name, &we) != 0) {
 		fprintf(stderr, "mlrun: cannot split --rsh '%s' into words\n", h->o->rsh);
-		free(tmpl);
 		return -1;
 	}
 	argv = calloc(we.we_wordc + 4, sizeof(*argv));
-	if (argv == NULL || pipe2(in, O_CLOEXEC) != 0)
+	if (argv == NULL || pipe2(in, O_CLOEXEC) != 0) {
+		fprintf(stderr, "mlrun: cannot start the agent for host %s: %s\n", h->hosts[i].name,
+		        strerror(errno));
 		goto out;
+	}
 	for (size_t k = 0; k < we.we_wordc; k++)
 		argv[argc++] = we.we_wordv[k];
 	/* ssh hands its command to the remote shell; anything else gets one. */
-	ssh = strcmp(strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0], "ssh") == 0 ||
-	      strcmp(strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0], "rsh") == 0;
-	if (!ssh) {
+	prog = strrchr(argv[0], '/') != NULL ? strrchr(argv[0], '/') + 1 : argv[0];
+	if (strcmp(prog, "ssh") != 0 && strcmp(prog, "rsh") != 0) {
 		argv[argc++] = "sh";
 		argv[argc++] = "-c";
 	}
@@ -217,14 +219,12 @@ static int launch(head *h, int i)
 	}
 	r->stdin_fd = in[1];
 	r->started_ms = mlrti_now_ms();
-	r->launches++;
 	mlrt_log(MLRT_LOG_INFO, "mlrun: agent for host %s started (pid %d)", h->hosts[i].name,
 	         (int)r->pid);
 	rc = 0;
 out:
 	free(argv);
 	wordfree(&we);
-	free(tmpl);
 	return rc;
 }
 
@@ -318,7 +318,7 @@ static void describe(int status, char *buf, size_t cap)
 static void agent_ended(head *h, int i)
 {
 	remote *r = &h->r[i];
-	char how[96], why[512], key[300];
+	char how[96], why[512];
 	int64_t gen;
 
 	close(r->stdin_fd);
@@ -340,18 +340,11 @@ static void agent_ended(head *h, int i)
 	}
 	fprintf(stderr, "mlrun: %s\n", why);
 	if (in_gang(h, h->hosts[i].name, &gen)) {
-		int swapped = 0;
+		char prefix[160];
 
-		agent_mark_lost(h->store, h->job_id, gen, h->hosts[i].name);
-		snprintf(key, sizeof(key), "%s/g%" PRId64 "/abort", h->job_id, gen);
-		mlrt_store_cas(h->store, key, NULL, 0, why, strlen(why), &swapped, NULL, NULL);
-		if (swapped) { /* when it ended, for the membership log */
-			char now[32];
-
-			snprintf(key, sizeof(key), "%s/g%" PRId64 "/ended", h->job_id, gen);
-			snprintf(now, sizeof(now), "%" PRId64, mlrti_wall_ms());
-			mlrt_store_set(h->store, key, now, strlen(now));
-		}
+		snprintf(prefix, sizeof(prefix), "%s/g%" PRId64 "/", h->job_id, gen);
+		heartbeat_mark_lost(h->store, prefix, h->hosts[i].name);
+		agent_end_generation(h->store, h->job_id, gen, why);
 	}
 	if (h->o->nnodes_min < h->o->nnodes_max || h->o->policy == RESTART_NEVER ||
 	    h->relaunches >= h->o->max_restarts)
@@ -457,7 +450,6 @@ int head_run(mlrun_opts *o, int signal_fd)
 	}
 	h.self[n] = '\0';
 	for (int i = 0; i < h.nhosts; i++) {
-		h.r[i].host = &h.hosts[i];
 		h.r[i].stdin_fd = -1;
 	}
 	if (o->job_id != NULL)

@@ -46,6 +46,14 @@ static void raise_event(heartbeat *hb, hb_event ev, const char *fmt, ...)
 	pthread_mutex_unlock(&hb->lock);
 }
 
+void heartbeat_mark_lost(mlrt_store *st, const char *prefix, const char *host)
+{
+	char key[KEY_MAX];
+
+	snprintf(key, sizeof(key), "%slost/%s", prefix, host);
+	mlrt_store_set(st, key, "1", 1);
+}
+
 /* Whether key (prefix + "<i>") is among items. */
 static int listed(const mlrt_store_kv *items, size_t n, const char *key)
 {
@@ -82,10 +90,12 @@ static void check_members(heartbeat *hb, int64_t now)
 		if (listed(d, nd, key))
 			continue;
 		/* A member that never showed up gets one timeout to do so. */
-		if (hb->seen[i] || now - hb->started_ms > hb->o.timeout_ms + hb->o.interval_ms)
+		if (hb->seen[i] || now - hb->started_ms > hb->o.timeout_ms + hb->o.interval_ms) {
+			heartbeat_mark_lost(hb->st, hb->o.prefix, m->name);
 			raise_event(hb, HB_MEMBER_LOST, "host %s (ranks %d-%d) lost: no heartbeat "
 			            "for %.1f s", m->name, m->first_rank,
 			            m->first_rank + m->nproc - 1, hb->o.timeout_ms / 1000.0);
+		}
 	}
 out:
 	mlrt_store_kv_free(a, na);

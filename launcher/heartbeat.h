@@ -8,6 +8,7 @@
  *   <job>/g<gen>/done/<i>     member i's workers all finished (it may stop beating)
  *   <job>/g<gen>/joiners      count of hosts waiting to join
  *   <job>/g<gen>/joiner/<h>   their names
+ *   <job>/g<gen>/lost/<h>     hosts seen lost (by the heartbeats or the head)
  *
  * The watching runs in a thread with its own store connection, so that a
  * store that stops answering never blocks the agent's loop. */
@@ -15,6 +16,8 @@
 #define MLRT_LAUNCHER_HEARTBEAT_H
 
 #include <stddef.h>
+
+#include <mlrt/store.h>
 
 #include "runtime/rdzv.h"
 
@@ -41,6 +44,9 @@ int heartbeat_start(const heartbeat_opts *o, heartbeat **out);
 
 /* The first event seen (sticky), with a sentence about it in detail. */
 hb_event heartbeat_event(heartbeat *hb, char *detail, size_t cap);
+
+/* Mark host lost in the generation of key prefix "<job>/g<gen>/". */
+void heartbeat_mark_lost(mlrt_store *st, const char *prefix, const char *host);
 
 /* Stop the thread; finished: our workers all succeeded (mark it, so that
  * the others do not count us as lost once we stop beating).  NULL is fine. */
