@@ -660,26 +660,43 @@ void agent_fini(agent *a)
 }
 
 /* Whether name is a word of the space-separated list. */
-static int in_list(const char *list, const char *name)
+static int in_list(const char *list, const char *name, size_t n)
 {
-	size_t n = strlen(name);
-
-	for (const char *p = list; (p = strstr(p, name)) != NULL; p += n)
-		if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+	for (const char *p = list; (p = strstr(p, name)) != NULL; p++)
+		if ((p == list || p[-1] == ' ') && strncmp(p, name, n) == 0 &&
+		    (p[n] == ' ' || p[n] == '\0'))
 			return 1;
 	return 0;
+}
+
+/* The words of list a that are not in list b, as "x, y", or "none". */
+static void missing_from(const char *a, const char *b, char *out, size_t cap)
+{
+	size_t used = 0;
+
+	out[0] = '\0';
+	for (const char *p = a; *p != '\0' && used < cap; p += strspn(p, " ")) {
+		size_t w = strcspn(p, " ");
+		char name[MLRTI_RDZV_NAME_MAX];
+
+		snprintf(name, sizeof(name), "%.*s", (int)w, p);
+		if (!in_list(b, name, strlen(name)))
+			used += (size_t)snprintf(out + used, cap - used, "%s%s", used ? ", " : "", name);
+		p += w;
+	}
+	if (used == 0)
+		snprintf(out, cap, "none");
 }
 
 /* The first host of each generation logs how the gang changed since the
  * last one (under mlrun -H its log is the head's): who left, who joined,
  * the world size, and how long after the last generation ended the new
- * one formed.  <job>/members holds the last gang. */
+ * one formed.  <job>/members holds the last gang: "<gen> <host>...". */
 static void log_membership(agent *a, int64_t gen, const mlrti_rdzv_result *r)
 {
-	char key[300], cur[4096], left[1024] = "", joined[1024] = "", took[64] = "";
-	size_t used = 0, nl = 0, nj = 0;
+	char key[300], cur[4096], left[1024], joined[1024], took[64] = "";
 	void *prev = NULL, *ended = NULL;
-	size_t len;
+	size_t used, len;
 	int64_t prev_gen = -1;
 	int off = 0;
 
@@ -688,38 +705,25 @@ static void log_membership(agent *a, int64_t gen, const mlrti_rdzv_result *r)
 	used = (size_t)snprintf(cur, sizeof(cur), "%" PRId64, gen);
 	for (int i = 0; i < r->nmembers && used < sizeof(cur); i++)
 		used += (size_t)snprintf(cur + used, sizeof(cur) - used, " %s", r->members[i].name);
+	const char *names = cur + strcspn(cur, " ") + 1;
+
 	agent_job_key(a, "members", key, sizeof(key));
-	if (mlrt_store_get(a->store, key, &prev, &len) == MLRT_OK &&
-	    sscanf(prev, "%" SCNd64 " %n", &prev_gen, &off) == 1) {
-		const char *names = (char *)prev + off;
-
-		for (int i = 0; i < r->nmembers; i++)
-			if (!in_list(names, r->members[i].name) && nj < sizeof(joined))
-				nj += (size_t)snprintf(joined + nj, sizeof(joined) - nj, "%s%s",
-				                       nj ? ", " : "", r->members[i].name);
-		for (const char *p = names; *p != '\0';) {
-			size_t w = strcspn(p, " ");
-			char name[MLRTI_RDZV_NAME_MAX];
-
-			snprintf(name, sizeof(name), "%.*s", (int)w, p);
-			if (!in_list(cur + strcspn(cur, " "), name) && nl < sizeof(left))
-				nl += (size_t)snprintf(left + nl, sizeof(left) - nl, "%s%s", nl ? ", " : "",
-				                       name);
-			p += w + (p[w] == ' ');
-		}
+	if (mlrt_store_get(a->store, key, &prev, &len) != MLRT_OK ||
+	    sscanf(prev, "%" SCNd64 " %n", &prev_gen, &off) != 1) {
+		fprintf(stderr, "mlrun: membership: generation %" PRId64 " formed with %d host(s) "
+		        "(%s), world size %d\n", gen, r->nmembers, names, r->world_size);
+	} else {
+		missing_from((char *)prev + off, names, left, sizeof(left));
+		missing_from(names, (char *)prev + off, joined, sizeof(joined));
 		snprintf(key, sizeof(key), "%s/g%" PRId64 "/ended", a->job_id, prev_gen);
 		if (mlrt_store_get(a->store, key, &ended, &len) == MLRT_OK)
 			snprintf(took, sizeof(took), " %.2f s after generation %" PRId64 " ended",
 			         (mlrti_wall_ms() - strtoll(ended, NULL, 10)) / 1000.0, prev_gen);
+		if (strcmp(left, "none") != 0 || strcmp(joined, "none") != 0)
+			fprintf(stderr, "mlrun: membership: generation %" PRId64 " formed%s with %d "
+			        "host(s), world size %d; left: %s; joined: %s\n", gen, took,
+			        r->nmembers, r->world_size, left, joined);
 	}
-	if (prev_gen < 0)
-		fprintf(stderr, "mlrun: membership: generation %" PRId64 " formed with %d host(s) "
-		        "(%s), world size %d\n", gen, r->nmembers, cur + strcspn(cur, " ") + 1,
-		        r->world_size);
-	else if (nl > 0 || nj > 0)
-		fprintf(stderr, "mlrun: membership: generation %" PRId64 " formed%s with %d host(s), "
-		        "world size %d; left: %s; joined: %s\n", gen, took, r->nmembers,
-		        r->world_size, nl ? left : "none", nj ? joined : "none");
 	free(prev);
 	free(ended);
 	agent_job_key(a, "members", key, sizeof(key));
