@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "comm/comm.h"
@@ -15,15 +16,23 @@
 /* Idle rounds of progress calls before the driver yields the CPU, when
  * some direction has no file descriptor to sleep on (shared memory). */
 #define SPINS_BEFORE_YIELD 64
-/* Idle yields before it sleeps instead: a peer that long late is not
+/* Idle time after which it sleeps instead: a peer that late is not
  * running (more ranks than CPUs), and spinning would keep it from running.
  * Sleeps start short and double up to IDLE_SLEEP_MAX_US. */
-#define YIELDS_BEFORE_SLEEP 2000
+#define IDLE_BEFORE_SLEEP_US 1000
 #define IDLE_SLEEP_MIN_US 20
 #define IDLE_SLEEP_MAX_US 1000
 /* Longest single sleep in poll, so that the watchdog's verdicts and the
  * deadline are noticed promptly. */
 #define POLL_SLICE_MS 100
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 static void op_init(mlrti_op *op, mlrt_comm *c, int peer, int is_send, const mlrti_xfer *x)
 {
@@ -90,7 +99,8 @@ static int timed_out(mlrt_comm *c, const mlrti_op *op)
 int mlrti_exchange(mlrt_comm *c, const mlrti_xfer *x)
 {
 	mlrti_op ops[2];
-	int nops = 0, idle = 0, rc;
+	int nops = 0, idle = 0, sleep_us = 0, rc;
+	int64_t idle_since = 0;
 	int64_t deadline = mlrti_now_ms() + c->timeout_ms;
 
 	rc = atomic_load(&c->failed);
@@ -128,6 +138,7 @@ int mlrti_exchange(mlrt_comm *c, const mlrti_xfer *x)
 			return rc;
 		if (progressed) {
 			idle = 0;
+			sleep_us = 0;
 			continue;
 		}
 		if (mlrti_now_ms() >= deadline) {
@@ -142,14 +153,15 @@ int mlrti_exchange(mlrt_comm *c, const mlrti_xfer *x)
 			         (int)(left < POLL_SLICE_MS ? (left > 0 ? left : 0) : POLL_SLICE_MS)) < 0 &&
 			    errno != EINTR)
 				return mlrti_comm_fail(c, MLRT_ERR_IO);
-		} else if (++idle >= SPINS_BEFORE_YIELD + YIELDS_BEFORE_SLEEP) {
-			int shift = (idle - SPINS_BEFORE_YIELD - YIELDS_BEFORE_SLEEP) / 16;
-			int us = shift < 6 ? IDLE_SLEEP_MIN_US << shift : IDLE_SLEEP_MAX_US;
-
-			usleep((useconds_t)(us < IDLE_SLEEP_MAX_US ? us : IDLE_SLEEP_MAX_US));
-			idle -= shift >= 6; /* stay at the longest sleep */
-		} else if (idle >= SPINS_BEFORE_YIELD) {
+		} else if (idle < SPINS_BEFORE_YIELD) {
+			if (++idle == SPINS_BEFORE_YIELD)
+				idle_since = now_us();
+		} else if (sleep_us == 0 && now_us() - idle_since < IDLE_BEFORE_SLEEP_US) {
 			sched_yield();
+		} else {
+			sleep_us = sleep_us == 0 ? IDLE_SLEEP_MIN_US
+			           : sleep_us * 2 < IDLE_SLEEP_MAX_US ? sleep_us * 2 : IDLE_SLEEP_MAX_US;
+			usleep((useconds_t)sleep_us);
 		}
 	}
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <wordexp.h>
@@ -19,6 +20,7 @@
 #include "launcher/head.h"
 #include "launcher/heartbeat.h"
 #include "launcher/hosts.h"
+#include "launcher/worker.h"
 #include "runtime/common.h"
 #include "runtime/netaddr.h"
 
@@ -203,6 +205,7 @@ static int launch(head *h, int i)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		setpgid(0, 0); /* a terminal's ^C reaches the head only */
+		setpriority(PRIO_PROCESS, 0, worker_nice);
 		dup2(in[0], STDIN_FILENO);
 		execvp(argv[0], argv);
 		fprintf(stderr, "mlrun: cannot run --rsh '%s' for host %s: %s\n", argv[0],

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,6 +36,7 @@
 #define BACKOFF_MAX_MS 10000
 #define LEAVE_WAIT_MS 5000 /* the store's host waits this long for the other hosts to leave */
 #define ADMISSION_POLL_MS 100
+#define CONTROL_PLANE_BOOST 10 /* nice levels above the workers */
 #define UNORDERED 1000000 /* hosts without --node-rank come after those with one, by name */
 
 static int signal_pipe[2] = {-1, -1};
@@ -549,6 +551,20 @@ static int run_store(int argc, char **argv)
 	return 0;
 }
 
+/* mlrun is the control plane (the store, heartbeats, failure detection):
+ * it runs ahead of the workers where it may (root, CAP_SYS_NICE), so that
+ * a host crowded with workers does not starve it; workers get the
+ * priority mlrun started with. */
+static void raise_priority(void)
+{
+	errno = 0;
+	worker_nice = getpriority(PRIO_PROCESS, 0);
+	if (errno != 0)
+		worker_nice = 0;
+	else if (setpriority(PRIO_PROCESS, 0, worker_nice - CONTROL_PLANE_BOOST) != 0)
+		mlrt_log(MLRT_LOG_DEBUG, "mlrun: runs at the workers' priority (%s)", strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	mlrun_opts o;
@@ -565,6 +581,7 @@ int main(int argc, char **argv)
 		return 0;
 	if (rc != 0)
 		return rc;
+	raise_priority();
 	if (o.verbose && getenv("MLRT_LOG_LEVEL") == NULL)
 		mlrt_log_set_level(MLRT_LOG_INFO);
 	if (mlrun_is_head(&o)) {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -49,6 +50,8 @@ char *worker_find_program(const char *program)
 	return NULL;
 }
 
+int worker_nice;
+
 int worker_spawn(worker *w, const char *path, char *const argv[], char *const envp[], int cpu)
 {
 	int out[2] = {-1, -1}, err[2] = {-1, -1};
@@ -64,6 +67,7 @@ int worker_spawn(worker *w, const char *path, char *const argv[], char *const en
 
 		/* Child: only async-signal-safe calls until execve. */
 		setpgid(0, 0);
+		setpriority(PRIO_PROCESS, 0, worker_nice);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() == 1)
 			_exit(127); /* mlrun already died */

@@ -44,6 +44,10 @@ typedef struct relay_opts {
 	int tag;         /* prefix lines with "[rank]: " */
 } relay_opts;
 
+/* The scheduling priority (nice) workers run at: mlrun's own from before
+ * it raised its own (see mlrun.c). */
+extern int worker_nice;
+
 /* Start w->rank's process: argv[0] is an absolute or PATH-resolved program
  * path, envp its full environment; cpu >= 0 binds it to that CPU.  The
  * child gets its own process group and dies with mlrun
