@@ -21,7 +21,7 @@
  * Sleeps start short and double up to IDLE_SLEEP_MAX_US. */
 #define IDLE_BEFORE_SLEEP_US 1000
 #define IDLE_SLEEP_MIN_US 20
-#define IDLE_SLEEP_MAX_US 1000
+#define IDLE_SLEEP_MAX_US 200
 /* Longest single sleep in poll, so that the watchdog's verdicts and the
  * deadline are noticed promptly. */
 #define POLL_SLICE_MS 100
