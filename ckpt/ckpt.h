@@ -79,4 +79,8 @@ int mlrti_ckpt_await(mlrt_ckpt *ck, const char *key, int *status, int64_t *value
  * *who its rank, or a wait's own error. */
 int mlrti_ckpt_gather(mlrt_ckpt *ck, int64_t seq, const char *what, int64_t *values, int *who);
 
+/* The name of a host's elastic-state segment in /dev/shm (elastic.c):
+ * mlrun removes it when the job ends. */
+void mlrti_elastic_segment_name(const char *job, const char *host, char *buf, size_t cap);
+
 #endif

@@ -594,6 +594,8 @@ static int join_gang(agent *a, int64_t gen, mlrti_rdzv_result *r, gen_outcome *o
 		.cancel = &agent_interrupted,
 		.order = a->order,
 		.expect = a->expect,
+		.await = (const char *const *)a->await,
+		.nawait = (size_t)a->nawait,
 	};
 	int rc = mlrti_rdzv_join(a->store, &ro, a->host, a->o->nproc, r);
 
@@ -642,16 +644,32 @@ int agent_expected_next(agent *a, int64_t gen, int *nlost_out)
 	snprintf(key, sizeof(key), "%s/g%" PRId64 "/lost/", a->job_id, gen);
 	if (mlrt_store_list(a->store, key, &lost, &nlost) != MLRT_OK)
 		return 0;
+	/* The hosts the next round waits for by name: the last gang's, less
+	 * the lost ones. */
+	free(a->await);
+	a->await = calloc((size_t)a->nexpected + 1, sizeof(*a->await));
+	a->nawait = 0;
+	for (int i = 0; a->await != NULL && i < a->nexpected; i++) {
+		int gone = 0;
+
+		for (size_t k = 0; k < nlost && !gone; k++)
+			gone = strcmp(lost[k].key + strlen(key), a->expected[i]) == 0;
+		if (!gone)
+			a->await[a->nawait++] = a->expected[i];
+	}
 	mlrt_store_kv_free(lost, nlost);
 	*nlost_out = (int)nlost;
 	snprintf(key, sizeof(key), "%s/g%" PRId64 "/joiners", a->job_id, gen);
-	if (mlrt_store_add(a->store, key, 0, &joiners) != MLRT_OK)
+	if (a->await == NULL || mlrt_store_add(a->store, key, 0, &joiners) != MLRT_OK)
 		return 0;
-	return a->nexpected - (int)nlost + (int)joiners;
+	return a->nawait + (int)joiners;
 }
 
 void agent_fini(agent *a)
 {
+	free(a->await);
+	a->await = NULL;
+	a->nawait = 0;
 	for (int i = 0; i < a->nexpected; i++)
 		free(a->expected[i]);
 	free(a->expected);

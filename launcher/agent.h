@@ -29,6 +29,8 @@ typedef struct agent {
 	char **expected;    /* the last generation's hosts, to name the missing */
 	int nexpected;
 	int expect;         /* hosts known to come to the next round (0: unknown) */
+	char **await;       /* those of them named (expected less the lost; borrowed) */
+	int nawait;
 } agent;
 
 typedef enum gen_result {
@@ -60,7 +62,8 @@ void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome 
 
 /* After generation gen ended: how many hosts will come to the next round
  * (its members less those marked lost, plus those asking to join; 0 when
- * unknown); *nlost gets how many were lost. */
+ * unknown); *nlost gets how many were lost, and a->await the names of
+ * the members still expected. */
 int agent_expected_next(agent *a, int64_t gen, int *nlost);
 
 /* Publish that generation gen is over, for every rank and host: the first

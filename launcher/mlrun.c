@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -25,6 +26,7 @@
 #include <mlrt/log.h>
 #include <mlrt/store.h>
 
+#include "ckpt/ckpt.h"
 #include "launcher/agent.h"
 #include "launcher/ckpt_cli.h"
 #include "launcher/devices.h"
@@ -494,6 +496,13 @@ static int run_job(mlrun_opts *o)
 		status = 0;
 	}
 out:
+	{
+		/* The workers' elastic state in memory is this host's to remove. */
+		char seg[512];
+
+		mlrti_elastic_segment_name(job_id, host, seg, sizeof(seg));
+		shm_unlink(seg);
+	}
 	if (o->rdzv_endpoint != NULL && store != NULL)
 		leave_job(store, job_id, srv != NULL, o->nnodes_min,
 		          o->etcd && !o->agent ? a.nexpected : 0);

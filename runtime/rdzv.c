@@ -149,6 +149,24 @@ static int close_round(mlrt_store *st, const round_keys *k, const char *what, in
 	return rc;
 }
 
+/* Whether every awaited participant has joined the round. */
+static int all_claimed(mlrt_store *st, const round_keys *k, const mlrti_rdzv_opts *o)
+{
+	for (size_t e = 0; e < o->nawait; e++) {
+		char claim[KEY_MAX];
+		void *val = NULL;
+		size_t len;
+		int rc;
+
+		snprintf(claim, sizeof(claim), "%sname/%s", k->base, o->await[e]);
+		rc = mlrt_store_get(st, claim, &val, &len);
+		free(val);
+		if (rc != MLRT_OK)
+			return 0;
+	}
+	return 1;
+}
+
 /* Watch the round until it is closed, closing it ourselves when its rule
  * says so.  *closed receives the outcome text. */
 static int watch_round(mlrt_store *st, const round_keys *k, const mlrti_rdzv_opts *o,
@@ -180,7 +198,8 @@ static int watch_round(mlrt_store *st, const round_keys *k, const mlrti_rdzv_opt
 		now = mlrti_now_ms();
 		if (count >= o->min && min_reached_at < 0)
 			min_reached_at = now;
-		if (count >= o->max || (o->expect > 0 && count >= o->expect && count >= o->min) ||
+		if (count >= o->max ||
+		    (o->expect > 0 && count >= o->expect && count >= o->min && all_claimed(st, k, o)) ||
 		    (min_reached_at >= 0 && now - min_reached_at >= o->last_call_ms))
 			return close_round(st, k, "ok", count < o->max ? count : o->max, closed, cap);
 		if (min_reached_at < 0 && now - start >= o->timeout_ms)

@@ -28,8 +28,11 @@ typedef struct mlrti_rdzv_opts {
 	size_t nexpected;
 	const volatile int *cancel; /* may be NULL; nonzero gives MLRT_ERR_ABORTED */
 	int order;         /* this participant's sort key (mlrun -H: its place in the host list) */
-	int expect;        /* > 0: close as soon as this many (and min) joined, without the
-	                      last call: the participants known to be coming */
+	int expect;        /* > 0: close as soon as this many (and min) joined, every one
+	                      of await among them, without the last call: the
+	                      participants known to be coming */
+	const char *const *await;
+	size_t nawait;
 } mlrti_rdzv_opts;
 
 typedef struct mlrti_rdzv_member {

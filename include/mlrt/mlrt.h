@@ -9,6 +9,7 @@
 #include <mlrt/comm.h>
 #include <mlrt/store.h>
 #include <mlrt/ckpt.h>
+#include <mlrt/elastic.h>
 #include <mlrt/metrics.h>
 #include <mlrt/ps.h>
 #include <mlrt/device.h>

@@ -33,7 +33,7 @@ for round in $(seq 1 "$ROUNDS"); do
 	out=$TMP/job$round
 	port=$((port + 1))
 	netns_kill_all
-	for i in $(seq 1 "$HOSTS"); do ip link set "mv$NS_TAG$i" up; done
+	for i in $(seq 1 "$HOSTS"); do netns_uncut "$i"; done
 	t0=$(now_ms)
 	timeout 300 "$MLRUN" -H "$(netns_hostlist "$HOSTS" "$PER")" --rsh 'ip netns exec {host}' \
 		--rdzv-endpoint "$NS_HEAD:$port" --job-id "bench$round-$NS_TAG" --nnodes $((HOSTS / 2)):$HOSTS \

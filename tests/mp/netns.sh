@@ -6,6 +6,7 @@
 #                   serves the job's store.  Skips (exit 77) without root.
 #   netns_add I     one more host (after setup), e.g. to join a running job
 #   netns_cut I     take host I's link down (its processes stay)
+#   netns_uncut I   bring it up again
 #   netns_kill_all  kill every process in the test's namespaces
 #   netns_agent_of NS  the pid of the mlrun agent (mlrun --agent) in NS
 #   netns_sshd N    an sshd in each of the first N hosts, with a key made
@@ -83,6 +84,10 @@ netns_setup() {
 
 netns_cut() {
 	ip link set "mv$NS_TAG$1" down
+}
+
+netns_uncut() {
+	ip link set "mv$NS_TAG$1" up
 }
 
 # A "-H" list of the first N hosts with P workers each.

@@ -2,7 +2,10 @@
 #  1. kill -9 the agent of a host: the survivors go on as a smaller gang
 #     from the last checkpoint; then a fifth host starts an agent and the
 #     next generation includes it; the job finishes with every step done.
-#  2. take a host's link down: the same, found by the heartbeats.
+#  2. take a host's link down: the same, found by the heartbeats;
+#  3. kill an agent of a job that commits its state in memory every step
+#     (mlrt_elastic_commit): the survivors resume from the newest step that
+#     any host kept, not from the last checkpoint.
 # Prints the time from each fault to the first step of the new generation.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/netns.sh"
@@ -11,13 +14,13 @@ netns_setup 4
 STEPS=400
 port=$((20000 + RANDOM % 12000))
 
-# start_job NAME: an elastic job on the 4 hosts, in the background.
+# start_job NAME [memory]: an elastic job on the 4 hosts, in the background.
 start_job() {
 	job=$1-$NS_TAG
 	port=$((port + 1))
 	timeout 240 "$MLRUN" -H "$(netns_hostlist 4 2)" --rsh 'ip netns exec {host}' \
 		--rdzv-endpoint "$NS_HEAD:$port" --job-id "$job" --nnodes 2:4 --max-restarts 3 \
-		--no-tag-output -- "$ELASTIC_TRAINER" "$TMP/ck-$1" $STEPS 20 20 \
+		--no-tag-output -- "$ELASTIC_TRAINER" "$TMP/ck-$1" $STEPS 20 20 ${2:-} \
 		>"$TMP/$1.out" 2>"$TMP/$1.err" &
 	head_pid=$!
 	cleanup_hooks+=("kill -9 $head_pid 2>/dev/null")
@@ -81,3 +84,23 @@ grep -q "host $NS_HOST2 is cut off from the job" "$TMP/cut.err" ||
 echo "ok: link of $NS_HOST2 down, job finished on 3 hosts: $(tail -1 "$TMP/cut.out")"
 echo "the head's log:"
 grep '^mlrun:' "$TMP/cut.err" | sed 's/^/  | /'
+
+# 3. State in memory: resumed from the last step, not the last checkpoint.
+netns_kill_all
+netns_uncut 2
+cleanup_hooks+=("rm -f /dev/shm/mlrt-es-mem-$NS_TAG-*")
+start_job mem memory
+wait_line "$TMP/mem.out" "^step 50 " 60 || fail "mem: no progress: $(cat "$TMP/mem.err")"
+t0=$(now_ms)
+kill -9 "$(netns_agent_of "$NS_HOST4")"
+recovery mem 1 6 "$t0"
+finish mem
+line=$(grep "^generation 1 world 6 initialised" "$TMP/mem.out")
+case "$line" in
+*"(memory)") ;;
+*) fail "mem: generation 1 did not start from the state in memory: $line" ;;
+esac
+resumed=$(echo "$line" | sed 's/.*from step \([0-9]*\).*/\1/')
+[ $((resumed % 20)) -ne 0 ] || [ "$resumed" -gt 50 ] ||
+	fail "mem: resumed from step $resumed, which a checkpoint has too"
+echo "ok: agent killed, survivors resumed from step $resumed in memory (checkpoints every 20)"
