@@ -90,6 +90,12 @@ int mlrti_reachable_addr(const char *toward, char *buf, size_t cap)
 			         "(see 'ip -4 addr')", want);
 		return rc;
 	}
+	/* Hosts that reach the store through loopback all run on this
+	 * machine: loopback reaches them too. */
+	if (toward != NULL && mlrti_is_loopback(toward)) {
+		snprintf(buf, cap, "127.0.0.1");
+		return MLRT_OK;
+	}
 	if (toward != NULL && mlrti_route_addr(toward, buf, cap) == MLRT_OK &&
 	    !mlrti_is_loopback(buf))
 		return MLRT_OK;

@@ -20,9 +20,10 @@ int mlrti_route_addr(const char *host, char *buf, size_t cap);
 int mlrti_is_loopback(const char *host);
 
 /* The address that peers on other hosts should use for this one:
- * MLRT_IFNAME's when set; else the source address of the route towards
- * toward (may be NULL) unless that is loopback; else the first interface
- * that is up and not loopback.  Errors are logged, saying what to set. */
+ * MLRT_IFNAME's when set; else loopback when toward (the store's host, may
+ * be NULL) is loopback (every host is this machine then); else the source
+ * address of the route towards it; else the first interface that is up
+ * and not loopback.  Errors are logged, saying what to set. */
 int mlrti_reachable_addr(const char *toward, char *buf, size_t cap);
 
 /* Split "tcp://HOST:PORT", "etcd://HOST:PORT" or "HOST:PORT" into its host
