@@ -18,6 +18,7 @@
 
 #include "launcher/agent.h"
 #include "launcher/heartbeat.h"
+#include "launcher/membership.h"
 #include "runtime/common.h"
 #include "runtime/netaddr.h"
 #include "runtime/rdzv.h"
@@ -620,51 +621,6 @@ static int join_gang(agent *a, int64_t gen, mlrti_rdzv_result *r, gen_outcome *o
 	return -1;
 }
 
-/* Remember the gang's hosts: the next round names them when they are
- * missing. */
-static void remember_members(agent *a, const mlrti_rdzv_result *r)
-{
-	agent_fini(a);
-	a->expected = calloc((size_t)r->nmembers, sizeof(*a->expected));
-	if (a->expected == NULL)
-		return;
-	for (int i = 0; i < r->nmembers; i++)
-		if ((a->expected[a->nexpected] = strdup(r->members[i].name)) != NULL)
-			a->nexpected++;
-}
-
-int agent_expected_next(agent *a, int64_t gen, int *nlost_out)
-{
-	char key[300];
-	mlrt_store_kv *lost = NULL;
-	size_t nlost = 0;
-	int64_t joiners = 0;
-
-	*nlost_out = 0;
-	snprintf(key, sizeof(key), "%s/g%" PRId64 "/lost/", a->job_id, gen);
-	if (mlrt_store_list(a->store, key, &lost, &nlost) != MLRT_OK)
-		return 0;
-	/* The hosts the next round waits for by name: the last gang's, less
-	 * the lost ones. */
-	free(a->await);
-	a->await = calloc((size_t)a->nexpected + 1, sizeof(*a->await));
-	a->nawait = 0;
-	for (int i = 0; a->await != NULL && i < a->nexpected; i++) {
-		int gone = 0;
-
-		for (size_t k = 0; k < nlost && !gone; k++)
-			gone = strcmp(lost[k].key + strlen(key), a->expected[i]) == 0;
-		if (!gone)
-			a->await[a->nawait++] = a->expected[i];
-	}
-	mlrt_store_kv_free(lost, nlost);
-	*nlost_out = (int)nlost;
-	snprintf(key, sizeof(key), "%s/g%" PRId64 "/joiners", a->job_id, gen);
-	if (a->await == NULL || mlrt_store_add(a->store, key, 0, &joiners) != MLRT_OK)
-		return 0;
-	return a->nawait + (int)joiners;
-}
-
 void agent_fini(agent *a)
 {
 	free(a->await);
@@ -675,77 +631,6 @@ void agent_fini(agent *a)
 	free(a->expected);
 	a->expected = NULL;
 	a->nexpected = 0;
-}
-
-/* Whether name is a word of the space-separated list. */
-static int in_list(const char *list, const char *name, size_t n)
-{
-	for (const char *p = list; (p = strstr(p, name)) != NULL; p++)
-		if ((p == list || p[-1] == ' ') && strncmp(p, name, n) == 0 &&
-		    (p[n] == ' ' || p[n] == '\0'))
-			return 1;
-	return 0;
-}
-
-/* The words of list a that are not in list b, as "x, y", or "none". */
-static void missing_from(const char *a, const char *b, char *out, size_t cap)
-{
-	size_t used = 0;
-
-	out[0] = '\0';
-	for (const char *p = a; *p != '\0' && used < cap; p += strspn(p, " ")) {
-		size_t w = strcspn(p, " ");
-		char name[MLRTI_RDZV_NAME_MAX];
-
-		snprintf(name, sizeof(name), "%.*s", (int)w, p);
-		if (!in_list(b, name, strlen(name)))
-			used += (size_t)snprintf(out + used, cap - used, "%s%s", used ? ", " : "", name);
-		p += w;
-	}
-	if (used == 0)
-		snprintf(out, cap, "none");
-}
-
-/* The first host of each generation logs how the gang changed since the
- * last one (under mlrun -H its log is the head's): who left, who joined,
- * the world size, and how long after the last generation ended the new
- * one formed.  <job>/members holds the last gang: "<gen> <host>...". */
-static void log_membership(agent *a, int64_t gen, const mlrti_rdzv_result *r)
-{
-	char key[300], cur[4096], left[1024], joined[1024], took[64] = "";
-	void *prev = NULL, *ended = NULL;
-	size_t used, len;
-	int64_t prev_gen = -1;
-	int off = 0;
-
-	if (r->index != 0)
-		return;
-	used = (size_t)snprintf(cur, sizeof(cur), "%" PRId64, gen);
-	for (int i = 0; i < r->nmembers && used < sizeof(cur); i++)
-		used += (size_t)snprintf(cur + used, sizeof(cur) - used, " %s", r->members[i].name);
-	const char *names = cur + strcspn(cur, " ") + 1;
-
-	agent_job_key(a, "members", key, sizeof(key));
-	if (mlrt_store_get(a->store, key, &prev, &len) != MLRT_OK ||
-	    sscanf(prev, "%" SCNd64 " %n", &prev_gen, &off) != 1) {
-		fprintf(stderr, "mlrun: membership: generation %" PRId64 " formed with %d host(s) "
-		        "(%s), world size %d\n", gen, r->nmembers, names, r->world_size);
-	} else {
-		missing_from((char *)prev + off, names, left, sizeof(left));
-		missing_from(names, (char *)prev + off, joined, sizeof(joined));
-		snprintf(key, sizeof(key), "%s/g%" PRId64 "/ended", a->job_id, prev_gen);
-		if (mlrt_store_get(a->store, key, &ended, &len) == MLRT_OK)
-			snprintf(took, sizeof(took), " %.2f s after generation %" PRId64 " ended",
-			         (mlrti_wall_ms() - strtoll(ended, NULL, 10)) / 1000.0, prev_gen);
-		if (strcmp(left, "none") != 0 || strcmp(joined, "none") != 0)
-			fprintf(stderr, "mlrun: membership: generation %" PRId64 " formed%s with %d "
-			        "host(s), world size %d; left: %s; joined: %s\n", gen, took,
-			        r->nmembers, r->world_size, left, joined);
-	}
-	free(prev);
-	free(ended);
-	agent_job_key(a, "members", key, sizeof(key));
-	mlrt_store_set(a->store, key, cur, strlen(cur));
 }
 
 /* After the round: the job's current generation (hosts that come later
@@ -767,9 +652,9 @@ static int start_generation(agent *a, int64_t gen, gang *g, gen_outcome *out)
 	agent_job_key(a, "generation", key, sizeof(key));
 	snprintf(val, sizeof(val), "%" PRId64, gen);
 	rc = mlrt_store_set(a->store, key, val, strlen(val));
-	remember_members(a, r);
+	membership_remember(a, r);
 	if (rc == MLRT_OK && (r->nmembers > 1 || a->o->nnodes_max > 1)) {
-		log_membership(a, gen, r);
+		membership_log(a, gen, r);
 		rc = heartbeat_start(&ho, &g->hb);
 	}
 	if (rc == MLRT_OK)

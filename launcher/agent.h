@@ -60,12 +60,6 @@ typedef struct gen_outcome {
  * local worker has ended; never leaves a worker behind. */
 void agent_run_generation(agent *a, int64_t gen, int restart_count, gen_outcome *out);
 
-/* After generation gen ended: how many hosts will come to the next round
- * (its members less those marked lost, plus those asking to join; 0 when
- * unknown); *nlost gets how many were lost, and a->await the names of
- * the members still expected. */
-int agent_expected_next(agent *a, int64_t gen, int *nlost);
-
 /* Publish that generation gen is over, for every rank and host: the first
  * reason published stays (it is the root cause); the time it ended goes
  * beside it (<job>/g<gen>/ended), for the membership log. */

@@ -31,13 +31,13 @@
 #include "launcher/ckpt_cli.h"
 #include "launcher/devices.h"
 #include "launcher/head.h"
+#include "launcher/membership.h"
 #include "launcher/options.h"
 #include "runtime/common.h"
 
 #define BACKOFF_FIRST_MS 200
 #define BACKOFF_MAX_MS 10000
 #define LEAVE_WAIT_MS 5000 /* the store's host waits this long for the other hosts to leave */
-#define ADMISSION_POLL_MS 100
 #define CONTROL_PLANE_BOOST 10 /* nice levels above the workers */
 #define UNORDERED 1000000 /* hosts without --node-rank come after those with one, by name */
 
@@ -235,92 +235,6 @@ static void *watch_head(void *arg)
 	return NULL;
 }
 
-/* Whether key exists in the store. */
-static int key_exists(mlrt_store *st, const char *key)
-{
-	void *val = NULL;
-	size_t len;
-	int rc = mlrt_store_get(st, key, &val, &len);
-
-	free(val);
-	return rc == MLRT_OK;
-}
-
-/* Which generation this host joins.  A host that arrives while the job
- * runs (elastic scale-up, a host coming back, or one that missed a round)
- * asks to join and waits for the running generation to end.  Returns the
- * generation, -1 when the job has already finished, -2 on interrupt or
- * when the job is gone (a message printed). */
-static int64_t admission(agent *a)
-{
-	char key[300], abort_key[300], done_key[300], alive[300];
-	int64_t asked = -1, silent_since = mlrti_now_ms();
-
-	agent_job_key(a, "done", done_key, sizeof(done_key));
-	for (;;) {
-		int64_t gen;
-		void *val = NULL;
-		size_t len;
-		int rc;
-
-		if (agent_interrupted)
-			return -2;
-		agent_job_key(a, "generation", key, sizeof(key));
-		rc = mlrt_store_get(a->store, key, &val, &len);
-		if (rc == MLRT_ERR_NOT_FOUND)
-			return 0; /* the job is starting */
-		if (rc != MLRT_OK) {
-			fprintf(stderr, "mlrun: cannot read job %s's state from its store at %s: %s\n",
-			        a->job_id, a->store_addr, mlrt_strerror(rc));
-			return -2;
-		}
-		gen = strtoll(val, NULL, 10);
-		free(val);
-		if (key_exists(a->store, done_key))
-			return -1;
-		snprintf(abort_key, sizeof(abort_key), "%s/g%" PRId64 "/abort", a->job_id, gen);
-		if (key_exists(a->store, abort_key))
-			return gen + 1;
-		if (asked != gen) {
-			int64_t n;
-
-			snprintf(key, sizeof(key), "%s/g%" PRId64 "/joiner/%s", a->job_id, gen, a->host);
-			mlrt_store_set(a->store, key, "1", 1);
-			snprintf(key, sizeof(key), "%s/g%" PRId64 "/joiners", a->job_id, gen);
-			mlrt_store_add(a->store, key, 1, &n);
-			fprintf(stderr, "mlrun: job %s is running generation %" PRId64 "; host %s asks "
-			        "to join the next one\n", a->job_id, gen, a->host);
-			asked = gen;
-		}
-		/* Bounded by the job's own life: its hosts' heartbeats. */
-		snprintf(alive, sizeof(alive), "%s/g%" PRId64 "/alive/", a->job_id, gen);
-		{
-			mlrt_store_kv *items = NULL;
-			size_t n = 0;
-
-			if (mlrt_store_list(a->store, alive, &items, &n) == MLRT_OK && n > 0)
-				silent_since = mlrti_now_ms();
-			mlrt_store_kv_free(items, n);
-		}
-		if (mlrti_now_ms() - silent_since > 2 * a->o->hb_timeout_ms + a->o->rdzv_timeout_ms) {
-			fprintf(stderr, "mlrun: job %s's generation %" PRId64 " shows no heartbeat from "
-			        "any host; host %s cannot join it\n", a->job_id, gen, a->host);
-			return -2;
-		}
-		usleep(ADMISSION_POLL_MS * 1000);
-	}
-}
-
-/* The job is over (for every host): hosts that arrive later learn it. */
-static void mark_done(agent *a, int status)
-{
-	char key[300], val[16];
-
-	agent_job_key(a, "done", key, sizeof(key));
-	snprintf(val, sizeof(val), "%d", status);
-	mlrt_store_cas(a->store, key, NULL, 0, val, strlen(val), NULL, NULL, NULL);
-}
-
 static int run_job(mlrun_opts *o)
 {
 	char job_id[128], host[256] = "localhost", gen_prefix[192], endpoint[300];
@@ -421,7 +335,7 @@ static int run_job(mlrun_opts *o)
 		agent_job_key(&a, "agents-up", key, sizeof(key));
 		mlrt_store_add(store, key, 1, &n);
 	}
-	gen = admission(&a);
+	gen = membership_admission(&a);
 
 	while (gen >= 0) {
 		gen_outcome out;
@@ -432,7 +346,7 @@ static int run_job(mlrun_opts *o)
 		switch (out.result) {
 		case GEN_SUCCEEDED:
 			status = 0;
-			mark_done(&a, status);
+			membership_done(&a, status);
 			goto out;
 		case GEN_INTERRUPTED:
 			fprintf(stderr, "mlrun: interrupted by signal %d; workers stopped\n", out.signal);
@@ -441,7 +355,7 @@ static int run_job(mlrun_opts *o)
 		case GEN_NOT_FORMED:
 			fprintf(stderr, "mlrun: %s\n", out.error);
 			status = 1;
-			mark_done(&a, status);
+			membership_done(&a, status);
 			goto out;
 		case GEN_ERROR:
 			fprintf(stderr, "mlrun: %s\n", out.error);
@@ -450,14 +364,14 @@ static int run_job(mlrun_opts *o)
 		case GEN_MISSED:
 			fprintf(stderr, "mlrun: %s\n", out.error);
 			a.expect = 0;
-			gen = admission(&a);
+			gen = membership_admission(&a);
 			continue;
 		case GEN_RESCALE:
 			if (!o->agent || a.index == 0)
 				fprintf(stderr, "mlrun: generation %" PRId64 " ends for a membership "
 				        "change (%s); the gang forms again\n", gen,
 				        out.error + strlen("rescale: "));
-			a.expect = agent_expected_next(&a, gen, &lost);
+			a.expect = membership_expected_next(&a, gen, &lost);
 			gen++;
 			continue;
 		case GEN_FAILED:
@@ -467,7 +381,7 @@ static int run_job(mlrun_opts *o)
 		if (!should_restart(o, &out, restarts, &verdict)) {
 			summarise(&a, &out, gen, restarts, verdict);
 			status = out.exit_code != 0 ? out.exit_code : 1;
-			mark_done(&a, status);
+			membership_done(&a, status);
 			goto out;
 		}
 		summarise(&a, &out, gen, restarts, verdict);
@@ -480,7 +394,7 @@ static int run_job(mlrun_opts *o)
 			mlrt_store_delete_prefix(store, gen_prefix, NULL);
 		}
 		/* A lost host is no fault of the program: no backoff. */
-		a.expect = agent_expected_next(&a, gen, &lost);
+		a.expect = membership_expected_next(&a, gen, &lost);
 		if (lost == 0)
 			backoff(backoff_ms(restarts));
 		restarts++;
