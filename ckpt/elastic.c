@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <mlrt/comm.h>
@@ -121,6 +122,7 @@ static int map_segment(mlrt_elastic *es, int create)
 	size_t slot = (es->bytes + 4095) & ~(size_t)4095;
 	size_t want = ES_HDR_BYTES + 2 * slot;
 	uint64_t layout = layout_hash(es);
+	struct stat st;
 	int fd, err;
 	void *m;
 
@@ -129,6 +131,12 @@ static int map_segment(mlrt_elastic *es, int create)
 	fd = shm_open(es->shm_name, O_RDWR | (create ? O_CREAT : 0), 0600);
 	if (fd < 0)
 		return create ? MLRT_ERR_IO : MLRT_ERR_NOT_FOUND;
+	/* A segment of another size holds another layout: nothing to read
+	 * (and mapping past its end would fault). */
+	if (!create && (fstat(fd, &st) != 0 || (size_t)st.st_size != want)) {
+		close(fd);
+		return MLRT_ERR_NOT_FOUND;
+	}
 	err = 0;
 	if (create && ftruncate(fd, (off_t)want) == 0)
 		err = posix_fallocate(fd, 0, (off_t)want);
