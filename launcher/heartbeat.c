@@ -46,6 +46,18 @@ static void raise_event(heartbeat *hb, hb_event ev, const char *fmt, ...)
 	pthread_mutex_unlock(&hb->lock);
 }
 
+/* Whether an event has been raised: the generation is ending, and only
+ * the beating itself still matters. */
+static int raised(heartbeat *hb)
+{
+	int r;
+
+	pthread_mutex_lock(&hb->lock);
+	r = hb->event != HB_NONE;
+	pthread_mutex_unlock(&hb->lock);
+	return r;
+}
+
 void heartbeat_mark_lost(mlrt_store *st, const char *prefix, const char *host)
 {
 	char key[KEY_MAX];
@@ -166,8 +178,10 @@ static void *beat(void *arg)
 				            (now - hb->last_ok_ms) / 1000.0, mlrt_strerror(rc));
 			continue;
 		}
+		if (raised(hb))
+			continue;
 		check_members(hb, now);
-		if (hb->o.watch_joiners)
+		if (hb->o.watch_joiners && !raised(hb))
 			check_joiners(hb);
 	}
 	return NULL;

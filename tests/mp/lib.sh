@@ -42,3 +42,19 @@ pid_alive() {
 	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
 	[ -n "$st" ] && [ "${st:0:1}" != Z ]
 }
+
+# probes_by_hand STORE JOB PATTERN: two probes started without a launcher
+# (MLRT_RANK 0 and 1 of 2) meet through STORE; each must print its rank
+# and size, then PATTERN.
+probes_by_hand() {
+	local pids=() r
+	for r in 0 1; do
+		env MLRT_RANK=$r MLRT_WORLD_SIZE=2 MLRT_STORE="$1" MLRT_JOB_ID="$2" MLRT_TIMEOUT_MS=20000 \
+			"$PROBE" >"$TMP/out-$r" 2>"$TMP/err-$r" &
+		pids+=($!)
+	done
+	for r in 0 1; do
+		wait "${pids[$r]}" || fail "rank $r exited $?: $(cat "$TMP/err-$r")"
+		grep -q "^probe rank=$r size=2 $3" "$TMP/out-$r" || fail "rank $r: $(cat "$TMP/out-$r")"
+	done
+}

@@ -11,16 +11,7 @@ until grep -q '^tcp://127.0.0.1:[0-9]*$' "$TMP/addr"; do
 	sleep 0.05
 done
 addr=$(cat "$TMP/addr")
-pids=()
-for r in 0 1; do
-	env MLRT_RANK=$r MLRT_WORLD_SIZE=2 MLRT_STORE="$addr" MLRT_JOB_ID=byhand MLRT_TIMEOUT_MS=20000 \
-		"$PROBE" >"$TMP/out-$r" 2>"$TMP/err-$r" &
-	pids+=($!)
-done
-for r in 0 1; do
-	wait "${pids[$r]}" || fail "rank $r exited $?: $(cat "$TMP/err-$r")"
-	grep -q "^probe rank=$r size=2 .*launcher=mlrun$" "$TMP/out-$r" || fail "rank $r: $(cat "$TMP/out-$r")"
-done
+probes_by_hand "$addr" byhand ".*launcher=mlrun$"
 kill -TERM "$store_pid"
 wait "$store_pid" || fail "store exited $? after SIGTERM"
 echo "ok: store at $addr"

@@ -41,16 +41,7 @@ grep -q 'PASSED.*12 test' "$TMP/unit.log" || fail "test_store did not run its ca
 grep 'wait returned' "$TMP/unit.log" | sed 's/^/unit: /'
 
 # 2. Two workers started by hand meet through etcd, as with `mlrun store`.
-pids=()
-for r in 0 1; do
-	env MLRT_RANK=$r MLRT_WORLD_SIZE=2 MLRT_STORE="$ADDR" MLRT_JOB_ID=etcd MLRT_TIMEOUT_MS=20000 \
-		"$PROBE" >"$TMP/out-$r" 2>"$TMP/err-$r" &
-	pids+=($!)
-done
-for r in 0 1; do
-	wait "${pids[$r]}" || fail "rank $r exited $?: $(cat "$TMP/err-$r")"
-	grep -q "^probe rank=$r size=2 " "$TMP/out-$r" || fail "rank $r: $(cat "$TMP/out-$r")"
-done
+probes_by_hand "$ADDR" etcd ""
 
 # 3. Leases (through the http:// form of the address).  etcd's TTLs are
 # whole seconds, 2 s at least: a 1000 ms lease lives 2 s.  Renewed, it
