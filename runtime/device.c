@@ -1,6 +1,7 @@
 /* GPU discovery through the CUDA runtime, with NVML (dlopen) for what the
  * runtime does not tell (device.h). */
 #include <dlfcn.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,8 +15,53 @@
 #include <mlrt/device.h>
 
 #include "runtime/common.h"
+#include "runtime/devptr.h"
 
 #if HAVE_CUDA
+
+/* ---- Where a pointer points: the driver's answer, loaded at run time ----
+ *
+ * The driver API's cuPointerGetAttribute needs cuInit but no context, so
+ * asking about a host buffer costs a program that never touches a GPU
+ * nothing more than loading libcuda once (and nothing at all on a machine
+ * without a driver). */
+
+static struct {
+	pthread_once_t once;
+	int (*attr)(void *data, int attribute, unsigned long long ptr);
+} drv = {.once = PTHREAD_ONCE_INIT};
+
+static void drv_load(void)
+{
+	void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+	int (*init)(unsigned int);
+
+	if (lib == NULL)
+		return;
+	init = (int (*)(unsigned int))dlsym(lib, "cuInit");
+	if (init == NULL || init(0) != 0)
+		return;
+	drv.attr = (int (*)(void *, int, unsigned long long))dlsym(lib, "cuPointerGetAttribute");
+}
+
+int mlrti_device_of(const void *p)
+{
+	/* CUpointer_attribute and CUmemorytype values of the driver API. */
+	enum { ATTR_MEMORY_TYPE = 2, ATTR_DEVICE_ORDINAL = 9, MEMORYTYPE_DEVICE = 2 };
+	unsigned int type = 0;
+	int ordinal = -1;
+
+	if (p == NULL)
+		return -1;
+	pthread_once(&drv.once, drv_load);
+	if (drv.attr == NULL ||
+	    drv.attr(&type, ATTR_MEMORY_TYPE, (unsigned long long)(uintptr_t)p) != 0 ||
+	    type != MEMORYTYPE_DEVICE)
+		return -1;
+	if (drv.attr(&ordinal, ATTR_DEVICE_ORDINAL, (unsigned long long)(uintptr_t)p) != 0)
+		return -1;
+	return ordinal;
+}
 
 /* ---- NVML, when the driver has it ---- */
 
@@ -129,6 +175,12 @@ int mlrt_cuda_versions(int *driver, int *runtime)
 }
 
 #else /* !HAVE_CUDA */
+
+int mlrti_device_of(const void *p)
+{
+	(void)p;
+	return -1;
+}
 
 static int unsupported(void)
 {
