@@ -71,7 +71,7 @@ struct mlrt_ps {
 	int64_t *moved_at; /* [range]: wall-clock ms its server died, 0: not moved */
 	int *moved_from;   /* [range]: that server */
 	int replicas;
-	char (*addr)[256]; /* [server]: the address its socket is connected to */
+	char (*addr)[800]; /* [server]: what it published, that its socket is connected to */
 	mlrt_store *store; /* the ctx's: down servers are marked there */
 	char prefix[256];
 	int error;         /* first error since the last wait */
@@ -664,7 +664,7 @@ int mlrt_ps_init(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const size_t *
  * when a restarted server published a new one). */
 static int connect_server(mlrt_ps *ps, mlrt_store *st, const char *prefix, int s, int timeout)
 {
-	char key[512];
+	char key[512], endpoint[MLRTI_PS_ENDPOINT_MAX];
 	const char *keys[1] = {key};
 	void *addr = NULL;
 	size_t len;
@@ -685,15 +685,19 @@ static int connect_server(mlrt_ps *ps, mlrt_store *st, const char *prefix, int s
 	}
 	if (ps->sock[s] != NULL)
 		zmq_close(ps->sock[s]);
+	ps->sock[s] = NULL;
 	snprintf(ps->addr[s], sizeof(ps->addr[s]), "%s", (char *)addr);
+	rc = mlrti_ps_endpoint(addr, endpoint, sizeof(endpoint));
+	free(addr);
+	if (rc != MLRT_OK)
+		return rc;
 	ps->sock[s] = zmq_socket(ps->zctx, ZMQ_DEALER);
 	if (ps->sock[s] == NULL || zmq_setsockopt(ps->sock[s], ZMQ_LINGER, &zero, sizeof(zero)) ||
-	    zmq_connect(ps->sock[s], addr) != 0) {
+	    zmq_connect(ps->sock[s], endpoint) != 0) {
 		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: cannot connect to server %d at %s: %s",
-		         ps->worker, s, (char *)addr, zmq_strerror(zmq_errno()));
+		         ps->worker, s, endpoint, zmq_strerror(zmq_errno()));
 		rc = MLRT_ERR_UNAVAILABLE;
 	}
-	free(addr);
 	return rc;
 }
 

@@ -1,7 +1,9 @@
 /* Header frames of the parameter server's protocol (proto.h). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <msgpack.h>
 
@@ -251,4 +253,41 @@ int mlrti_ps_hdr_decode(const void *buf, size_t len, mlrti_ps_hdr *h, char *why,
 out:
 	msgpack_unpacked_destroy(&u);
 	return rc;
+}
+
+int mlrti_ps_machine_key(char *out, size_t cap)
+{
+	char boot[64] = "";
+	struct stat st;
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+
+	if (f != NULL) {
+		if (fgets(boot, sizeof(boot), f) == NULL)
+			boot[0] = '\0';
+		fclose(f);
+	}
+	boot[strcspn(boot, "\n")] = '\0';
+	if (boot[0] == '\0' || stat("/proc/self/ns/net", &st) != 0)
+		return MLRT_ERR_NOT_FOUND;
+	snprintf(out, cap, "%s/%llu", boot, (unsigned long long)st.st_ino);
+	return MLRT_OK;
+}
+
+int mlrti_ps_endpoint(const char *published, char *out, size_t cap)
+{
+	char tcp[MLRTI_PS_ENDPOINT_MAX], ipc[MLRTI_PS_ENDPOINT_MAX], machine[128], mine[128];
+	const char *want = getenv("MLRT_PS_TRANSPORT");
+
+	if (sscanf(published, "%255s %255s %127s", tcp, ipc, machine) != 3 ||
+	    strncmp(tcp, "tcp://", 6) != 0 || strncmp(ipc, "ipc://", 6) != 0) {
+		mlrt_log(MLRT_LOG_ERROR, "ps: a server published a malformed address \"%.80s\"",
+		         published);
+		return MLRT_ERR_PROTOCOL;
+	}
+	if ((want == NULL || strcmp(want, "tcp") != 0) &&
+	    mlrti_ps_machine_key(mine, sizeof(mine)) == MLRT_OK && strcmp(mine, machine) == 0)
+		snprintf(out, cap, "%s", ipc);
+	else
+		snprintf(out, cap, "%s", tcp);
+	return MLRT_OK;
 }

@@ -72,6 +72,16 @@ int mlrti_ps_hdr_encode(const mlrti_ps_hdr *h, int reply, void *buf, size_t cap,
  * or MLRT_ERR_VERSION on bad input. */
 int mlrti_ps_hdr_decode(const void *buf, size_t len, mlrti_ps_hdr *h, char *why, size_t whylen);
 
+/* Where a server is reached.  A server publishes "TCP IPC MACHINE": its
+ * tcp:// endpoint, an ipc:// endpoint (an abstract Unix socket) and a key
+ * naming this kernel and network namespace.  mlrti_ps_endpoint picks the
+ * ipc one for peers with the same MACHINE key (Unix sockets move bytes
+ * about twice as fast as loopback TCP), unless MLRT_PS_TRANSPORT=tcp, and
+ * the tcp one otherwise.  MLRT_ERR_PROTOCOL for a malformed value. */
+#define MLRTI_PS_ENDPOINT_MAX 256
+int mlrti_ps_machine_key(char *out, size_t cap);
+int mlrti_ps_endpoint(const char *published, char *out, size_t cap);
+
 /* Server of key among n servers: key ranges of equal width. */
 static inline int mlrti_ps_server_of(uint64_t key, int n)
 {

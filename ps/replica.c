@@ -33,24 +33,27 @@ static int is_down(mlrti_ps_server *s, int i)
 
 static void *peer_socket(mlrti_ps_server *s, int i)
 {
-	char key[400];
+	char key[400], endpoint[MLRTI_PS_ENDPOINT_MAX];
 	void *addr = NULL;
 	size_t len;
-	int zero = 0;
+	int zero = 0, rc;
 
 	if (s->peer[i] != NULL)
 		return s->peer[i];
 	snprintf(key, sizeof(key), "%sps/server/%d", s->prefix, i);
 	if (mlrt_store_get(s->store, key, &addr, &len) != MLRT_OK)
 		return NULL;
+	rc = mlrti_ps_endpoint(addr, endpoint, sizeof(endpoint));
+	free(addr);
+	if (rc != MLRT_OK)
+		return NULL;
 	s->peer[i] = zmq_socket(s->zctx, ZMQ_DEALER);
 	if (s->peer[i] != NULL &&
 	    (zmq_setsockopt(s->peer[i], ZMQ_LINGER, &zero, sizeof(zero)) != 0 ||
-	     zmq_connect(s->peer[i], addr) != 0)) {
+	     zmq_connect(s->peer[i], endpoint) != 0)) {
 		zmq_close(s->peer[i]);
 		s->peer[i] = NULL;
 	}
-	free(addr);
 	return s->peer[i];
 }
 

@@ -682,23 +682,44 @@ static mlrti_ps_held *receive(mlrti_ps_server *s, void *sock, int routed)
 	return NULL;
 }
 
-/* Publish where workers and the other servers reach this one: loopback
- * when the job's store is on this host's loopback, else the address that
- * routes towards the store's host (runtime/netaddr.h; MLRT_IFNAME). */
+/* Also listen on an abstract Unix socket (no file to clean up; it goes
+ * with the process), named for this server and process. */
+static int bind_ipc(mlrti_ps_server *s, char *endpoint, size_t *cap)
+{
+	char name[200];
+
+	snprintf(name, sizeof(name), "ipc://@mlrt-ps-%d-%d-%llx", s->index, (int)getpid(),
+	         (unsigned long long)mlrti_wall_ms());
+	if (zmq_bind(s->sock, name) != 0) {
+		mlrt_log(MLRT_LOG_ERROR, "ps: server %d cannot listen on %s: %s", s->index, name,
+		         zmq_strerror(zmq_errno()));
+		return MLRT_ERR_IO;
+	}
+	return zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, endpoint, cap) == 0 ? MLRT_OK
+	                                                                       : MLRT_ERR_IO;
+}
+
+/* Publish where workers and the other servers reach this one (proto.h):
+ * over tcp, loopback when the job's store is on this host's loopback, else
+ * the address that routes towards the store's host (runtime/netaddr.h;
+ * MLRT_IFNAME); over ipc for peers on this machine. */
 static int publish(mlrti_ps_server *s, const char *store_addr)
 {
-	char last[256], host[256], ip[MLRTI_ADDR_MAX] = "127.0.0.1", key[512], addr[600];
-	size_t n = sizeof(last);
+	char last[256], ipc[256], host[256], ip[MLRTI_ADDR_MAX] = "127.0.0.1", key[512];
+	char machine[128], addr[800];
+	size_t n = sizeof(last), m = sizeof(ipc);
 	const char *port;
 	int rc;
 
 	if (zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, last, &n) != 0 ||
-	    (port = strrchr(last, ':')) == NULL)
+	    (port = strrchr(last, ':')) == NULL || bind_ipc(s, ipc, &m) != MLRT_OK)
 		return MLRT_ERR_IO;
 	if (mlrti_endpoint_host(store_addr, host, sizeof(host)) == MLRT_OK &&
 	    !mlrti_is_loopback(host) && (rc = mlrti_reachable_addr(host, ip, sizeof(ip))) != MLRT_OK)
 		return rc;
-	snprintf(addr, sizeof(addr), "tcp://%s%s", ip, port);
+	if (mlrti_ps_machine_key(machine, sizeof(machine)) != MLRT_OK)
+		snprintf(machine, sizeof(machine), "unknown");
+	snprintf(addr, sizeof(addr), "tcp://%s%s %s %s", ip, port, ipc, machine);
 	snprintf(key, sizeof(key), "%sps/server/%d", s->prefix, s->index);
 	return mlrt_store_set(s->store, key, addr, strlen(addr));
 }

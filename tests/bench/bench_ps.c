@@ -17,13 +17,17 @@
  *   4 KiB            keys/s against ps-lite's quoted 5,500 requests/s,
  *                    target >= 4x
  *   1 MiB and up     GB/s against one loopback TCP stream (--tcp-gbs,
- *                    measured by ps_peer in the same ps.sh run), >= 0.70x
- *   small push+pull  against 2 ZeroMQ round trips (--zmq-us, ps_peer),
- *                    <= 1.20x
+ *                    measured by ps_peer in the same ps.sh run), >= 0.70x;
+ *                    and, for information, against a Unix socket stream
+ *                    (--unix-gbs): on one machine the servers are reached
+ *                    over ZeroMQ's ipc://, a Unix socket
+ *   small push+pull  against 2 ZeroMQ round trips (--zmq-us, ps_peer) over
+ *                    the transport the servers are reached by (--zmq-over
+ *                    tcp|ipc), <= 1.20x
  *
  *   bench_ps [--sizes 4K,1M,16M] [--rounds N] [--mib N] [--max-ops N]
  *            [--depth N] [--inflight-mib N] [--lat-iters N]
- *            [--tcp-gbs X] [--zmq-us X]                                  */
+ *            [--tcp-gbs X] [--unix-gbs X] [--zmq-us X] [--zmq-over T]     */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +63,9 @@ static struct {
 	size_t inflight;      /* bytes in flight per worker, at most */
 	int lat_iters;
 	double tcp_gbs;       /* the peers' figures; 0: not measured */
+	double unix_gbs;
 	double zmq_us;
+	const char *zmq_over; /* "tcp" or "ipc": how zmq_us was measured */
 } cfg = {
 	.sizes = {4096, 1 << 20, 16 << 20},
 	.nsizes = 3,
@@ -69,6 +75,7 @@ static struct {
 	.depth = 64,
 	.inflight = (size_t)64 << 20,
 	.lat_iters = 2000,
+	.zmq_over = "tcp",
 };
 
 static double now(void)
@@ -236,6 +243,9 @@ static void print_peer(size_t bytes, double gbs, double keys)
 			       gbs / cfg.tcp_gbs);
 		else
 			printf("  tcp stream not measured (--tcp-gbs)");
+		if (cfg.unix_gbs > 0)
+			printf("  [unix stream %.2f GB/s: %.2fx]", cfg.unix_gbs,
+			       gbs / cfg.unix_gbs);
 	} else if (bytes == 4096) {
 		printf("  ps-lite %.0f req/s (quoted)  ratio %.2f (target >= 4.00)", PSLITE_REQS,
 		       keys / PSLITE_REQS);
@@ -332,8 +342,8 @@ static void latency(mlrt_ps *ps)
 		printf("push+pull 1 float %dx%d: %.1f us (worker 0 alone, median of %d)", nservers,
 		       nworkers, m, cfg.lat_iters);
 		if (cfg.zmq_us > 0)
-			printf("  zmq rtt 64 B %.1f us  ratio %.2f of 2 x rtt (target <= 1.20)\n",
-			       cfg.zmq_us, m / (2 * cfg.zmq_us));
+			printf("  zmq %s rtt 64 B %.1f us  ratio %.2f of 2 x rtt (target <= 1.20)\n",
+			       cfg.zmq_over, cfg.zmq_us, m / (2 * cfg.zmq_us));
 		else
 			printf("  zmq rtt not measured (--zmq-us)\n");
 		fflush(stdout);
@@ -349,7 +359,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: bench_ps [--sizes 4K,1M,16M] [--rounds N] [--mib N] "
 	                "[--max-ops N] [--depth N] [--inflight-mib N] [--lat-iters N] "
-	                "[--tcp-gbs X] [--zmq-us X]\n");
+	                "[--tcp-gbs X] [--unix-gbs X] [--zmq-us X] [--zmq-over tcp|ipc]\n");
 	exit(2);
 }
 
@@ -404,8 +414,12 @@ static void parse(int argc, char **argv)
 			cfg.lat_iters = atoi(v);
 		else if (strcmp(o, "--tcp-gbs") == 0)
 			cfg.tcp_gbs = atof(v);
+		else if (strcmp(o, "--unix-gbs") == 0)
+			cfg.unix_gbs = atof(v);
 		else if (strcmp(o, "--zmq-us") == 0)
 			cfg.zmq_us = atof(v);
+		else if (strcmp(o, "--zmq-over") == 0 && (strcmp(v, "tcp") == 0 || strcmp(v, "ipc") == 0))
+			cfg.zmq_over = v;
 		else
 			usage();
 	}

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Parameter-server benchmark, in one run: the peers first (one loopback
-# TCP stream, a bare ZeroMQ REQ/REP round trip of 64 B, both from
-# ps_peer), then bench_ps through mlrun for each configuration (servers x
+# TCP stream, one Unix socket stream, bare ZeroMQ REQ/REP round trips of
+# 64 B over tcp and ipc, all from ps_peer), then bench_ps through mlrun for each configuration (servers x
 # workers, default 1x2 and 2x4) with the peers' figures passed in, then a
 # summary of every ratio against its target.
 #
 #   push/pull 4 KiB     keys/s against ps-lite's quoted 5,500 req/s (>= 4x)
 #   push/pull >= 1 MiB  GB/s against the TCP stream (>= 0.70x)
 #   push+pull 1 float   median us against 2 ZeroMQ round trips (<= 1.20x)
+#                       over ipc (what the servers are reached by on one
+#                       machine), or tcp with MLRT_PS_TRANSPORT=tcp
 #
 # Environment (meson's benchmark() sets the first three):
 #   MLRUN, BENCH_PS, PS_PEER    mlrun, bench_ps, ps_peer
@@ -70,13 +72,26 @@ start=$(date +%s)
 
 run_one "tcp stream" "$TMP/tcp" '^tcp stream: [0-9]' \
 	"$PS_PEER" tcp --mib "${BENCH_PS_TCP_MIB:-1024}" --rounds "${BENCH_PS_TCP_ROUNDS:-5}"
+run_one "unix stream" "$TMP/unix" '^unix stream: [0-9]' \
+	"$PS_PEER" unix --mib "${BENCH_PS_TCP_MIB:-1024}" --rounds "${BENCH_PS_TCP_ROUNDS:-5}"
 run_one "zmq rtt" "$TMP/zmq" '^zmq rtt .*: [0-9]' \
 	"$PS_PEER" zmq --bytes 64 --iters "${BENCH_PS_ZMQ_ITERS:-10000}"
+run_one "zmq ipc rtt" "$TMP/zmq-ipc" '^zmq ipc rtt .*: [0-9]' \
+	"$PS_PEER" zmq --bytes 64 --iters "${BENCH_PS_ZMQ_ITERS:-10000}" --over ipc
 tcp_gbs=$(sed -n 's/^tcp stream: \([0-9.]*\) GB\/s.*/\1/p' "$TMP/tcp")
-zmq_us=$(sed -n 's/^zmq rtt [0-9]* B: \([0-9.]*\) us.*/\1/p' "$TMP/zmq")
+unix_gbs=$(sed -n 's/^unix stream: \([0-9.]*\) GB\/s.*/\1/p' "$TMP/unix")
+# The latency floor: round trips over the transport the servers are
+# reached by (ipc on one machine unless MLRT_PS_TRANSPORT=tcp).
+if [ "${MLRT_PS_TRANSPORT:-}" = tcp ]; then
+	zmq_over=tcp
+	zmq_us=$(sed -n 's/^zmq rtt [0-9]* B: \([0-9.]*\) us.*/\1/p' "$TMP/zmq")
+else
+	zmq_over=ipc
+	zmq_us=$(sed -n 's/^zmq ipc rtt [0-9]* B: \([0-9.]*\) us.*/\1/p' "$TMP/zmq-ipc")
+fi
 echo
 echo "== peers =="
-cat "$TMP/tcp" "$TMP/zmq"
+cat "$TMP/tcp" "$TMP/unix" "$TMP/zmq" "$TMP/zmq-ipc"
 
 for cfg in $configs; do
 	s=${cfg%x*} w=${cfg#*x}
@@ -87,7 +102,8 @@ for cfg in $configs; do
 		--sizes "${BENCH_PS_SIZES:-4K,1M,16M}" --rounds "${BENCH_PS_ROUNDS:-5}" \
 		--mib "${BENCH_PS_MIB:-512}" --max-ops "${BENCH_PS_MAX_OPS:-16384}" \
 		--depth "${BENCH_PS_DEPTH:-64}" --inflight-mib "${BENCH_PS_INFLIGHT_MIB:-64}" \
-		--lat-iters "${BENCH_PS_LAT_ITERS:-2000}" --tcp-gbs "$tcp_gbs" --zmq-us "$zmq_us"
+		--lat-iters "${BENCH_PS_LAT_ITERS:-2000}" --tcp-gbs "$tcp_gbs" --unix-gbs "$unix_gbs" \
+		--zmq-us "$zmq_us" --zmq-over "$zmq_over"
 	echo
 	echo "== $s server(s) x $w worker(s) =="
 	cat "$out"

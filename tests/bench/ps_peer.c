@@ -5,16 +5,19 @@
  *        KiB write()s, the parent read()s them; GB/s from the parent's
  *        "go" byte to the last byte in, median over --rounds rounds on one
  *        connection
+ *   unix the same over a Unix stream socket pair (what mlrt's parameter
+ *        server uses between processes of one machine: ZeroMQ's ipc://)
  *   zmq  a bare ZeroMQ REQ/REP round trip of --bytes bytes (default 64)
- *        over tcp://127.0.0.1, no work behind it; median over --iters
- *        round trips, each timed on its own
+ *        over tcp://127.0.0.1, or ipc:// (an abstract Unix socket) with
+ *        --over ipc, no work behind it; median over --iters round trips,
+ *        each timed on its own
  *
- *   ps_peer tcp [--mib N] [--chunk-kib N] [--rounds N]
- *   ps_peer zmq [--bytes N] [--iters N]
+ *   ps_peer tcp|unix [--mib N] [--chunk-kib N] [--rounds N]
+ *   ps_peer zmq [--bytes N] [--iters N] [--over tcp|ipc]
  *
  * Prints one line, which ps.sh reads:
- *   tcp stream: X GB/s (...)
- *   zmq rtt 64 B: X us (...)                                               */
+ *   tcp stream: X GB/s (...)      or   unix stream: X GB/s (...)
+ *   zmq rtt 64 B: X us (...)      or   zmq ipc rtt 64 B: X us (...)        */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -71,15 +74,12 @@ static int wait_child(pid_t pid)
 /* ---- tcp ---- */
 
 /* The sending side: for each round, wait for the go byte, then write. */
-static void tcp_sender(unsigned short port, size_t total, size_t chunk, int rounds)
+static void stream_sender(int fd, size_t total, size_t chunk, int rounds)
 {
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
 	char *buf = malloc(chunk), go;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (buf == NULL || fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
-		die("tcp: connect");
+	if (buf == NULL)
+		die("malloc");
 	memset(buf, 0x5a, chunk);
 	for (int r = 0; r < rounds; r++) {
 		if (read(fd, &go, 1) != 1)
@@ -89,7 +89,7 @@ static void tcp_sender(unsigned short port, size_t total, size_t chunk, int roun
 			ssize_t n = write(fd, buf, want);
 
 			if (n <= 0)
-				die("tcp: write");
+				die("write");
 			sent += (size_t)n;
 		}
 	}
@@ -98,8 +98,21 @@ static void tcp_sender(unsigned short port, size_t total, size_t chunk, int roun
 	_exit(0);
 }
 
-static int tcp_stream(int argc, char **argv)
+static int tcp_connect(unsigned short port)
 {
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+		die("tcp: connect");
+	return fd;
+}
+
+static int stream(int argc, char **argv, int unix_socket)
+{
+	const char *kind = unix_socket ? "unix" : "tcp";
+	int pair[2] = {-1, -1};
 	size_t mib = 1024, chunk_kib = 1024;
 	int rounds = 5;
 	struct sockaddr_in a = {.sin_family = AF_INET};
@@ -126,58 +139,76 @@ static int tcp_stream(int argc, char **argv)
 	char *buf = malloc(chunk);
 
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	lfd = socket(AF_INET, SOCK_STREAM, 0);
-	if (buf == NULL || lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-	    listen(lfd, 1) != 0 || getsockname(lfd, (struct sockaddr *)&a, &alen) != 0)
-		die("tcp: listen on 127.0.0.1");
+	if (unix_socket) {
+		if (buf == NULL || socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0)
+			die("unix: socketpair");
+		lfd = -1;
+	} else {
+		lfd = socket(AF_INET, SOCK_STREAM, 0);
+		if (buf == NULL || lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+		    listen(lfd, 1) != 0 || getsockname(lfd, (struct sockaddr *)&a, &alen) != 0)
+			die("tcp: listen on 127.0.0.1");
+	}
 	memset(buf, 0, chunk);
 	fflush(stdout);
 	if ((pid = fork()) < 0)
 		die("fork");
 	if (pid == 0) {
+		if (unix_socket) {
+			close(pair[0]);
+			stream_sender(pair[1], total, chunk, rounds);
+		}
 		close(lfd);
-		tcp_sender(ntohs(a.sin_port), total, chunk, rounds);
+		stream_sender(tcp_connect(ntohs(a.sin_port)), total, chunk, rounds);
 	}
-	if ((fd = accept(lfd, NULL, NULL)) < 0)
-		die("tcp: accept");
-	close(lfd);
+	if (unix_socket) {
+		close(pair[1]);
+		fd = pair[0];
+	} else {
+		if ((fd = accept(lfd, NULL, NULL)) < 0)
+			die("tcp: accept");
+		close(lfd);
+	}
 	for (int r = 0; r < rounds; r++) {
 		double t0 = now();
 
 		if (write(fd, "g", 1) != 1)
-			die("tcp: write go");
+			die("write go");
 		for (size_t got = 0; got < total;) {
 			ssize_t n = read(fd, buf, chunk);
 
 			if (n <= 0)
-				die("tcp: read");
+				die("read");
 			got += (size_t)n;
 		}
 		gbs[r] = (double)total / (now() - t0) / 1e9;
-		fprintf(stderr, "tcp stream round %d: %.2f GB/s\n", r + 1, gbs[r]);
+		fprintf(stderr, "%s stream round %d: %.2f GB/s\n", kind, r + 1, gbs[r]);
 	}
 	close(fd);
 	free(buf);
 	if (wait_child(pid) != 0)
 		return 1;
-	printf("tcp stream: %.2f GB/s (%zu MiB in %zu KiB writes, loopback, 2 processes, "
-	       "median of %d)\n", median(gbs, (size_t)rounds), mib, chunk_kib, rounds);
+	printf("%s stream: %.2f GB/s (%zu MiB in %zu KiB writes, %s, 2 processes, median of %d)\n",
+	       kind, median(gbs, (size_t)rounds), mib, chunk_kib,
+	       unix_socket ? "socket pair" : "loopback", rounds);
 	return 0;
 }
 
 /* ---- zmq ---- */
 
 /* The REP side: echo every message; an empty one is the last. */
-static void zmq_server(int pipe_fd)
+static void zmq_server(int pipe_fd, int ipc)
 {
 	void *zctx = zmq_ctx_new(), *sock = zmq_socket(zctx, ZMQ_REP);
-	char ep[256];
+	char ep[256], bind_to[64] = "tcp://127.0.0.1:*";
 	size_t eplen = sizeof(ep);
 
-	if (sock == NULL || zmq_bind(sock, "tcp://127.0.0.1:*") != 0 ||
+	if (ipc)
+		snprintf(bind_to, sizeof(bind_to), "ipc://@ps_peer-%d", (int)getpid());
+	if (sock == NULL || zmq_bind(sock, bind_to) != 0 ||
 	    zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, ep, &eplen) != 0 ||
 	    write(pipe_fd, ep, eplen) != (ssize_t)eplen)
-		die("zmq: bind on 127.0.0.1");
+		die("zmq: bind");
 	close(pipe_fd);
 	for (;;) {
 		zmq_msg_t m;
@@ -200,7 +231,7 @@ static void zmq_server(int pipe_fd)
 static int zmq_rtt(int argc, char **argv)
 {
 	size_t bytes = 64;
-	int iters = 10000, pfd[2], linger = 0;
+	int iters = 10000, pfd[2], linger = 0, ipc = 0;
 	char ep[256] = "";
 	pid_t pid;
 
@@ -211,6 +242,9 @@ static int zmq_rtt(int argc, char **argv)
 			bytes = (size_t)atol(argv[i + 1]);
 		else if (strcmp(argv[i], "--iters") == 0)
 			iters = atoi(argv[i + 1]);
+		else if (strcmp(argv[i], "--over") == 0 && (strcmp(argv[i + 1], "tcp") == 0 ||
+		                                               strcmp(argv[i + 1], "ipc") == 0))
+			ipc = strcmp(argv[i + 1], "ipc") == 0;
 		else
 			return 2;
 	}
@@ -225,7 +259,7 @@ static int zmq_rtt(int argc, char **argv)
 		die("fork");
 	if (pid == 0) {
 		close(pfd[0]);
-		zmq_server(pfd[1]);
+		zmq_server(pfd[1], ipc);
 	}
 	close(pfd[1]);
 	if (read(pfd[0], ep, sizeof(ep) - 1) <= 0)
@@ -255,8 +289,9 @@ static int zmq_rtt(int argc, char **argv)
 	zmq_ctx_term(zctx);
 	if (wait_child(pid) != 0)
 		return 1;
-	printf("zmq rtt %zu B: %.1f us (REQ/REP, tcp loopback, 2 processes, median of %d)\n", bytes,
-	       median(us, (size_t)iters), iters);
+	printf("zmq %srtt %zu B: %.1f us (REQ/REP, %s, 2 processes, median of %d)\n",
+	       ipc ? "ipc " : "", bytes, median(us, (size_t)iters),
+	       ipc ? "ipc, abstract Unix socket" : "tcp loopback", iters);
 	free(us);
 	free(msg);
 	free(back);
@@ -267,12 +302,12 @@ int main(int argc, char **argv)
 {
 	int rc = 2;
 
-	if (argc >= 2 && strcmp(argv[1], "tcp") == 0)
-		rc = tcp_stream(argc - 2, argv + 2);
+	if (argc >= 2 && (strcmp(argv[1], "tcp") == 0 || strcmp(argv[1], "unix") == 0))
+		rc = stream(argc - 2, argv + 2, strcmp(argv[1], "unix") == 0);
 	else if (argc >= 2 && strcmp(argv[1], "zmq") == 0)
 		rc = zmq_rtt(argc - 2, argv + 2);
 	if (rc == 2)
-		fprintf(stderr, "usage: ps_peer tcp [--mib N] [--chunk-kib N] [--rounds N]\n"
-		                "       ps_peer zmq [--bytes N] [--iters N]\n");
+		fprintf(stderr, "usage: ps_peer tcp|unix [--mib N] [--chunk-kib N] [--rounds N]\n"
+		                "       ps_peer zmq [--bytes N] [--iters N] [--over tcp|ipc]\n");
 	return rc;
 }
