@@ -5,6 +5,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -133,6 +135,32 @@ static void test_ranges_split_the_key_space(void **unused)
 	assert_int_equal(mlrti_ps_server_of(12345, 1), 0);
 }
 
+/* A server's published address: ipc for a peer on this machine (same
+ * kernel and network namespace), tcp for others, tcp when forced, and a
+ * malformed value refused. */
+static void test_endpoint_choice(void **unused)
+{
+	char mine[128], pub[512], ep[MLRTI_PS_ENDPOINT_MAX];
+
+	(void)unused;
+	assert_int_equal(mlrti_ps_machine_key(mine, sizeof(mine)), MLRT_OK);
+	snprintf(pub, sizeof(pub), "tcp://10.0.0.1:5000 ipc://@mlrt-ps-0-1-2 %s", mine);
+	unsetenv("MLRT_PS_TRANSPORT");
+	assert_int_equal(mlrti_ps_endpoint(pub, ep, sizeof(ep)), MLRT_OK);
+	assert_string_equal(ep, "ipc://@mlrt-ps-0-1-2");
+	setenv("MLRT_PS_TRANSPORT", "tcp", 1);
+	assert_int_equal(mlrti_ps_endpoint(pub, ep, sizeof(ep)), MLRT_OK);
+	assert_string_equal(ep, "tcp://10.0.0.1:5000");
+	unsetenv("MLRT_PS_TRANSPORT");
+	assert_int_equal(mlrti_ps_endpoint("tcp://10.0.0.1:5000 ipc://@x other-machine/1", ep,
+	                                   sizeof(ep)), MLRT_OK);
+	assert_string_equal(ep, "tcp://10.0.0.1:5000");
+	assert_int_equal(mlrti_ps_endpoint("tcp://10.0.0.1:5000", ep, sizeof(ep)),
+	                 MLRT_ERR_PROTOCOL);
+	assert_int_equal(mlrti_ps_endpoint("ipc://@x tcp://1.2.3.4:1 m", ep, sizeof(ep)),
+	                 MLRT_ERR_PROTOCOL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -140,6 +168,7 @@ int main(void)
 		cmocka_unit_test(test_reply_round_trip),
 		cmocka_unit_test(test_malformed_is_refused),
 		cmocka_unit_test(test_ranges_split_the_key_space),
+		cmocka_unit_test(test_endpoint_choice),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
