@@ -162,13 +162,15 @@ void mlrti_optim_init(const mlrt_ps_opts *o, uint64_t key, float *w, size_t n)
 	const uint64_t hk = mix64(mix64(o->seed) ^ key);
 	mlrt_ps_init_kind kind = o->optimizer == MLRT_PS_FTRL ? MLRT_PS_ZEROS : o->init;
 
+	if (kind != MLRT_PS_UNIFORM && kind != MLRT_PS_NORMAL) {
+		for (size_t i = 0; i < n; i++)
+			w[i] = kind == MLRT_PS_CONSTANT ? a : 0.0f;
+		return;
+	}
 	for (size_t i = 0; i < n; i++) {
 		uint64_t h = mix64(hk ^ (uint64_t)i);
 
 		switch (kind) {
-		case MLRT_PS_CONSTANT:
-			w[i] = a;
-			break;
 		case MLRT_PS_UNIFORM:
 			/* In double, so that b - a cannot overflow; rounding to
 			 * float may reach b, which the range excludes. */
