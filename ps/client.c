@@ -7,8 +7,9 @@
  * be in flight, each in its slot with its own split of the keys; replies
  * carry the request's ticket.  A request unanswered for a while makes the
  * worker look for servers marked down, move their ranges where the
- * servers' range map says, and send what was waiting there again.  See
- * docs/ps.md. */
+ * servers' range map says, and send what was waiting there again.  With
+ * replication a push also goes, at the same time, to the range's backup
+ * (a copy); it is done when both have answered.  See docs/ps.md. */
 #include <errno.h>
 #include <inttypes.h>
 #include <sched.h>
@@ -33,6 +34,8 @@
 typedef struct part {
 	size_t n;        /* keys */
 	int waiting;     /* sent, not yet answered */
+	int copy;        /* push: the backup its copy went to, -1: none */
+	int copy_waiting; /* that copy is not yet answered */
 	uint64_t seq;    /* push: its number among this worker's pushes to the range */
 	int64_t clock;   /* the worker's clock when it was first sent */
 	size_t first;    /* index of its first key in the caller's arrays */
@@ -67,6 +70,7 @@ struct mlrt_ps {
 	int64_t done_upto; /* every ticket <= done_upto has completed */
 	int64_t clock;     /* pushes sent */
 	int *primary;      /* [range]: the server answering for it */
+	int *backup;       /* [range]: where copies of pushes go (its primary's word), -1: none */
 	uint64_t *seq;     /* [range]: pushes sent to it */
 	int64_t *moved_at; /* [range]: wall-clock ms its server died, 0: not moved */
 	int *moved_from;   /* [range]: that server */
@@ -211,13 +215,14 @@ static int keyed(mlrti_ps_op op)
 	return op == MLRTI_PS_PUSH || op == MLRTI_PS_PULL || op == MLRTI_PS_INIT;
 }
 
-/* Send request q's share of range rg to the range's server. */
-static int send_part(mlrt_ps *ps, request *q, int rg, const float *vals)
+/* Send request q's share of range rg to server `to` as op. */
+static int send_op(mlrt_ps *ps, request *q, int rg, const float *vals, mlrti_ps_op op, int to,
+                   int copy_to)
 {
 	const part *p = &q->parts[rg];
-	void *sock = ps->sock[ps->primary[rg]];
+	void *sock = ps->sock[to];
 	mlrti_ps_hdr h = {
-		.op = q->op,
+		.op = op,
 		.id = (uint64_t)q->ticket,
 		.worker = ps->worker,
 		.nworkers = ps->nworkers,
@@ -225,6 +230,8 @@ static int send_part(mlrt_ps *ps, request *q, int rg, const float *vals)
 		.seq = p->seq,
 		.clock = p->clock,
 		.nkeys = p->n,
+		.has_copy = copy_to >= 0,
+		.copy_to = copy_to,
 		.has_opts = q->op == MLRTI_PS_HELLO,
 		.opts = ps->opts,
 	};
@@ -249,6 +256,37 @@ static int send_part(mlrt_ps *ps, request *q, int rg, const float *vals)
 	}
 out:
 	return rc;
+}
+
+/* Send request q's share of range rg to the range's server, and a push's
+ * copy to the range's backup too. */
+static int send_part(mlrt_ps *ps, request *q, int rg, const float *vals)
+{
+	part *p = &q->parts[rg];
+	int b = q->op == MLRTI_PS_PUSH && ps->backup[rg] != ps->primary[rg] ? ps->backup[rg] : -1;
+	int rc = send_op(ps, q, rg, vals, q->op, ps->primary[rg], b);
+
+	if (rc == MLRT_OK && b >= 0 && !p->copy_waiting) {
+		rc = send_op(ps, q, rg, vals, MLRTI_PS_COPY, b, -1);
+		p->copy = b;
+		p->copy_waiting = rc == MLRT_OK;
+	}
+	return rc;
+}
+
+/* Part p of q has its answer from its server (primary != 0) or from the
+ * backup its copy went to; the request waits for one part less once both
+ * are in. */
+static void answered(request *q, part *p, int primary)
+{
+	int before = p->waiting || p->copy_waiting;
+
+	if (primary)
+		p->waiting = 0;
+	else
+		p->copy_waiting = 0;
+	if (before && !p->waiting && !p->copy_waiting)
+		q->pending--;
 }
 
 /* ---- receiving ---- */
@@ -300,11 +338,42 @@ static int take_values(mlrt_ps *ps, request *q, int rg, int s)
 	return rc;
 }
 
+/* The backup's answer to a push's copy.  A copy refused (the server is no
+ * longer the range's backup: it took the range over, or the worker's word
+ * was old) leaves the push to its primary, as when the backup is down. */
+static void take_copy_reply(mlrt_ps *ps, int s, const mlrti_ps_hdr *h)
+{
+	request *q = &ps->slot[h->id % MLRT_PS_MAX_INFLIGHT];
+	part *p;
+
+	if (q->ticket != (int64_t)h->id || h->range < 0 || h->range >= ps->nservers)
+		return; /* the request completed without it (the backup was down) */
+	p = &q->parts[h->range];
+	if (!p->copy_waiting || p->copy != s)
+		return;
+	if (h->status != MLRT_OK)
+		mlrt_log(MLRT_LOG_INFO, "ps: worker %d: server %d did not keep the copy of a push to "
+		         "range %d: %s", ps->worker, s, h->range,
+		         h->msg[0] ? h->msg : mlrt_strerror(h->status));
+	answered(q, p, 0);
+}
+
+static int connect_server(mlrt_ps *ps, mlrt_store *st, const char *prefix, int s, int timeout);
+
+/* Range rg's primary names b as its backup: copies go there from now on.
+ * A server started again listens at a new address: look it up first. */
+static void new_backup(mlrt_ps *ps, int rg, int b)
+{
+	if (b >= 0 && connect_server(ps, ps->store, ps->prefix, b, ps->opts.timeout_ms) != MLRT_OK)
+		b = -1; /* the primary forwards instead */
+	ps->backup[rg] = b;
+}
+
 /* Read one reply from server s and account it to its request. */
 static void take_reply(mlrt_ps *ps, int s)
 {
 	char buf[MLRTI_PS_MAX_HEADER], why[MLRTI_PS_MSG_MAX];
-	int more = 0, n;
+	int more = 0, n, rc;
 	size_t morelen = sizeof(more);
 	mlrti_ps_hdr h;
 	request *q;
@@ -313,25 +382,32 @@ static void take_reply(mlrt_ps *ps, int s)
 	if (n < 0)
 		return;
 	zmq_getsockopt(ps->sock[s], ZMQ_RCVMORE, &more, &morelen);
-	if (mlrti_ps_hdr_decode(buf, (size_t)n > sizeof(buf) ? sizeof(buf) : (size_t)n, &h, why,
-	                        sizeof(why)) != MLRT_OK ||
-	    (q = &ps->slot[h.id % MLRT_PS_MAX_INFLIGHT])->ticket != (int64_t)h.id ||
+	rc = mlrti_ps_hdr_decode(buf, (size_t)n > sizeof(buf) ? sizeof(buf) : (size_t)n, &h, why,
+	                         sizeof(why));
+	if (rc == MLRT_OK && h.op == MLRTI_PS_COPY) {
+		take_copy_reply(ps, s, &h);
+		drop_rest(ps->sock[s], more);
+		return;
+	}
+	if (rc != MLRT_OK || (q = &ps->slot[h.id % MLRT_PS_MAX_INFLIGHT])->ticket != (int64_t)h.id ||
 	    h.range >= ps->nservers || !q->parts[h.range].waiting) {
 		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: a malformed or unexpected reply from server %d",
 		         ps->worker, s);
 		drop_rest(ps->sock[s], more);
 		return;
 	}
+	if (h.has_backup && h.backup < ps->nservers && h.backup != ps->backup[h.range])
+		new_backup(ps, h.range, h.backup);
 	if (h.status != MLRT_OK) {
 		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: server %d: %s", ps->worker, s,
 		         h.msg[0] ? h.msg : mlrt_strerror(h.status));
 		fail_request(q, h.status);
 		drop_rest(ps->sock[s], more);
 	} else if (q->op == MLRTI_PS_PULL) {
-		int rc = more ? take_values(ps, q, h.range, s) : MLRT_ERR_PROTOCOL;
+		int vrc = more ? take_values(ps, q, h.range, s) : MLRT_ERR_PROTOCOL;
 
-		if (rc != MLRT_OK)
-			fail_request(q, rc);
+		if (vrc != MLRT_OK)
+			fail_request(q, vrc);
 	} else {
 		drop_rest(ps->sock[s], more);
 	}
@@ -341,8 +417,7 @@ static void take_reply(mlrt_ps *ps, int s)
 		         mlrti_wall_ms() - ps->moved_at[h.range], ps->moved_from[h.range]);
 		ps->moved_at[h.range] = 0;
 	}
-	q->parts[h.range].waiting = 0;
-	q->pending--;
+	answered(q, &q->parts[h.range], 1);
 }
 
 /* Whether server i is marked down (by mlrun, with the time it died). */
@@ -360,8 +435,6 @@ static int64_t down_since(mlrt_ps *ps, int i)
 	free(val);
 	return when;
 }
-
-static int connect_server(mlrt_ps *ps, mlrt_store *st, const char *prefix, int s, int timeout);
 
 /* Who answers for range rg now that server dead is down: the primary in
  * the servers' range map (<gen>/ps/range/<rg> = "primary backup") when it
@@ -388,6 +461,18 @@ static int successor(mlrt_ps *ps, int rg, int dead)
  * the backup applies each once). */
 static int fail_over(mlrt_ps *ps, int dead, int64_t when)
 {
+	/* Copies sent to it are answered by nobody: the primaries acknowledge
+	 * alone until the server is back. */
+	for (int64_t t = ps->done_upto + 1; t < ps->next_ticket; t++) {
+		request *q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
+
+		for (int rg = 0; q->ticket == t && rg < ps->nservers; rg++)
+			if (q->parts[rg].copy_waiting && q->parts[rg].copy == dead)
+				answered(q, &q->parts[rg], 0);
+	}
+	for (int rg = 0; rg < ps->nservers; rg++)
+		if (ps->backup[rg] == dead)
+			ps->backup[rg] = -1;
 	for (int rg = 0; rg < ps->nservers; rg++) {
 		if (ps->primary[rg] != dead)
 			continue;
@@ -403,6 +488,7 @@ static int fail_over(mlrt_ps *ps, int dead, int64_t when)
 		mlrt_log(MLRT_LOG_WARN, "ps: worker %d: server %d is down; range %d goes to its "
 		         "backup, server %d", ps->worker, dead, rg, to);
 		ps->primary[rg] = to;
+		ps->backup[rg] = -1; /* until the new primary names one */
 		ps->moved_at[rg] = when;
 		ps->moved_from[rg] = dead;
 		for (int64_t t = ps->done_upto + 1; t < ps->next_ticket; t++) {
@@ -411,8 +497,8 @@ static int fail_over(mlrt_ps *ps, int dead, int64_t when)
 			if (q->ticket != t || !q->parts[rg].waiting || send_part(ps, q, rg, q->in) == MLRT_OK)
 				continue;
 			fail_request(q, MLRT_ERR_IO);
-			q->parts[rg].waiting = 0;
-			q->pending--;
+			q->parts[rg].copy_waiting = 0;
+			answered(q, &q->parts[rg], 1);
 		}
 	}
 	return MLRT_OK;
@@ -428,7 +514,8 @@ static int check_servers(mlrt_ps *ps)
 			request *q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
 
 			for (int rg = 0; q->ticket == t && rg < ps->nservers; rg++)
-				waiting |= q->parts[rg].waiting && ps->primary[rg] == i;
+				waiting |= (q->parts[rg].waiting && ps->primary[rg] == i) ||
+				           (q->parts[rg].copy_waiting && q->parts[rg].copy == i);
 		}
 		int64_t when = waiting ? down_since(ps, i) : 0;
 
@@ -547,6 +634,8 @@ static int start(mlrt_ps *ps, mlrti_ps_op op, int all, const uint64_t *keys, siz
 		part *p = &q->parts[rg];
 
 		p->waiting = 0;
+		p->copy_waiting = 0;
+		p->copy = -1;
 		if (!all && p->n == 0)
 			continue;
 		if (!keyed(op) && serves_earlier(ps, rg))
@@ -738,18 +827,24 @@ int mlrt_ps_open_opts(mlrt_ctx *ctx, const mlrt_ps_opts *o, mlrt_ps **out)
 	snprintf(ps->prefix, sizeof(ps->prefix), "%s", mlrti_ctx_gen_prefix(ctx));
 	ps->sock = calloc((size_t)ps->nservers, sizeof(*ps->sock));
 	ps->primary = calloc((size_t)ps->nservers, sizeof(*ps->primary));
+	ps->backup = calloc((size_t)ps->nservers, sizeof(*ps->backup));
 	ps->seq = calloc((size_t)ps->nservers, sizeof(*ps->seq));
 	ps->moved_at = calloc((size_t)ps->nservers, sizeof(*ps->moved_at));
 	ps->addr = calloc((size_t)ps->nservers, sizeof(*ps->addr));
 	ps->moved_from = calloc((size_t)ps->nservers, sizeof(*ps->moved_from));
 	ps->zctx = zmq_ctx_new();
-	if (ps->sock == NULL || ps->primary == NULL || ps->seq == NULL || ps->moved_at == NULL ||
+	if (ps->sock == NULL || ps->primary == NULL || ps->backup == NULL || ps->seq == NULL ||
+	    ps->moved_at == NULL ||
 	    ps->addr == NULL || ps->moved_from == NULL || ps->zctx == NULL) {
 		rc = MLRT_ERR_NOMEM;
 		goto fail;
 	}
-	for (int s = 0; s < ps->nservers; s++)
+	/* Server s answers for range s; its backup is server s+1 (the servers
+	 * correct this in their answers to pushes). */
+	for (int s = 0; s < ps->nservers; s++) {
 		ps->primary[s] = s;
+		ps->backup[s] = ps->replicas > 0 && ps->nservers > 1 ? (s + 1) % ps->nservers : -1;
+	}
 	for (int s = 0; s < ps->nservers; s++)
 		MLRTI_CHECK_GOTO(connect_server(ps, st, mlrti_ctx_gen_prefix(ctx), s,
 		                                ps->opts.timeout_ms),
@@ -805,6 +900,7 @@ int mlrt_ps_close(mlrt_ps *ps)
 	}
 	free(ps->sock);
 	free(ps->primary);
+	free(ps->backup);
 	free(ps->seq);
 	free(ps->moved_at);
 	free(ps->addr);

@@ -74,19 +74,22 @@ int mlrti_ps_hdr_encode(const mlrti_ps_hdr *h, int reply, void *buf, size_t cap,
 
 	msgpack_packer_init(&pk, &f, fixed_write);
 	if (reply) {
-		err = msgpack_pack_map(&pk, 5 + (msglen > 0)) || pack_u64(&pk, "v", MLRTI_PS_VERSION) ||
+		err = msgpack_pack_map(&pk, 5 + (msglen > 0) + (h->has_backup != 0)) ||
+		      pack_u64(&pk, "v", MLRTI_PS_VERSION) ||
 		      pack_u64(&pk, "op", (uint64_t)h->op) || pack_u64(&pk, "id", h->id) ||
-		      pack_i64(&pk, "rg", h->range) || pack_i64(&pk, "st", h->status);
+		      pack_i64(&pk, "rg", h->range) || pack_i64(&pk, "st", h->status) ||
+		      (h->has_backup && pack_i64(&pk, "bk", h->backup));
 		if (!err && msglen > 0)
 			err = pack_key(&pk, "msg") || msgpack_pack_str(&pk, msglen) ||
 			      msgpack_pack_str_body(&pk, h->msg, msglen);
 	} else {
-		err = msgpack_pack_map(&pk, 9 + (h->has_opts ? OPTS_FIELDS : 0)) ||
+		err = msgpack_pack_map(&pk, 9 + (h->has_copy != 0) + (h->has_opts ? OPTS_FIELDS : 0)) ||
 		      pack_u64(&pk, "v", MLRTI_PS_VERSION) || pack_u64(&pk, "op", (uint64_t)h->op) ||
 		      pack_u64(&pk, "id", h->id) || pack_i64(&pk, "w", h->worker) ||
 		      pack_i64(&pk, "rg", h->range) ||
 		      pack_i64(&pk, "nw", h->nworkers) || pack_u64(&pk, "seq", h->seq) ||
 		      pack_i64(&pk, "clk", h->clock) || pack_u64(&pk, "n", h->nkeys) ||
+		      (h->has_copy && pack_i64(&pk, "cp", h->copy_to)) ||
 		      (h->has_opts && pack_opts(&pk, &h->opts));
 	}
 	if (err)
@@ -156,6 +159,15 @@ static int decode_field(const msgpack_object_str *k, const msgpack_object *v, ml
 		if (get_int(v, 0, 1 << 24, &i))
 			return -1;
 		*(key_is(k, "w") ? &h->worker : key_is(k, "nw") ? &h->nworkers : &h->range) = (int32_t)i;
+		return 0;
+	}
+	if (key_is(k, "cp") || key_is(k, "bk")) {
+		if (get_int(v, key_is(k, "bk") ? -1 : 0, 1 << 24, &i))
+			return -1;
+		if (key_is(k, "cp"))
+			h->has_copy = 1, h->copy_to = (int32_t)i;
+		else
+			h->has_backup = 1, h->backup = (int32_t)i;
 		return 0;
 	}
 	if (key_is(k, "seq"))

@@ -5,11 +5,17 @@
  * short string keys) followed by raw payload frames in host byte order:
  *
  *   hello  {v, op, id, w, nw, + the options}            -> {v, op, id, rg, st, [msg]}
- *   push   {v, op, id, w, rg, seq, clk, n} keys lens vals -> {v, op, id, rg, st, [msg]}
+ *   push   {v, op, id, w, rg, seq, clk, n, [cp]} keys lens vals
+ *                                                        -> {v, op, id, rg, st, [bk], [msg]}
  *   pull   {v, op, id, w, rg, clk, n} keys lens          -> {..., st, [msg]} vals
  *   init   {v, op, id, w, rg, n} keys lens               -> {..., st, [msg]}
  *   bye    {v, op, id, w}                                -> {..., st}
+ *   copy   a push's copy, from the worker to the range's backup, as push;
+ *          the push itself names the server in cp
+ *   order  {v, op, id, w, rg, seq, clk}, from a range's primary to its
+ *          backup: apply worker w's push seq (its copy) now
  *   fwd    a push, from a range's primary server to its backup, as above
+ *          (when the worker sent no copy there)
  *   catchup {v, op, id, w (the asking server), rg}, from a server started
  *          again to a range's primary -> {v, op, id, rg, n, + the options}
  *          keys lens updates vals state seqs clocks applied: the range's
@@ -46,6 +52,8 @@ typedef enum mlrti_ps_op {
 	MLRTI_PS_BYE,
 	MLRTI_PS_FORWARD,
 	MLRTI_PS_CATCHUP,
+	MLRTI_PS_COPY,
+	MLRTI_PS_ORDER,
 	MLRTI_PS_OP_COUNT,
 } mlrti_ps_op;
 
@@ -58,6 +66,10 @@ typedef struct mlrti_ps_hdr {
 	uint64_t seq;   /* push: this worker's pushes to this range, from 1 */
 	int64_t clock;  /* push, pull: the worker's pushes so far (its clock) */
 	uint64_t nkeys;
+	int has_copy;    /* push: the worker sent a copy to server copy_to */
+	int32_t copy_to;
+	int has_backup;  /* reply of a range's primary: its backup now (-1: none) */
+	int32_t backup;
 	int32_t status; /* reply: an mlrt_status */
 	char msg[MLRTI_PS_MSG_MAX]; /* reply: what went wrong, or "" */
 	int has_opts;   /* hello carries the options */

@@ -105,6 +105,35 @@ int mlrti_ps_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup)
 	return MLRT_OK;
 }
 
+int mlrti_ps_order(mlrti_ps_server *s, const mlrti_ps_held *r, int backup)
+{
+	void *sock = peer_socket(s, backup);
+	mlrti_ps_ack *a;
+	mlrti_ps_hdr h = r->h;
+	char buf[1024];
+	size_t len;
+
+	if (sock == NULL || (a = calloc(1, sizeof(*a))) == NULL)
+		return MLRT_ERR_IO;
+	h.op = MLRTI_PS_ORDER;
+	h.id = a->fid = ++s->next_fwd;
+	h.nkeys = 0;
+	h.has_copy = 0;
+	if (mlrti_ps_hdr_encode(&h, 0, buf, sizeof(buf), &len) != MLRT_OK ||
+	    zmq_send(sock, buf, len, 0) < 0) {
+		free(a);
+		return MLRT_ERR_IO;
+	}
+	a->quiet = 1;
+	zmq_msg_init(&a->route);
+	a->h = r->h;
+	a->backup = backup;
+	a->since = mlrti_now_ms();
+	a->next = s->acks;
+	s->acks = a;
+	return MLRT_OK;
+}
+
 int mlrti_ps_forward_quiet(mlrti_ps_server *s, mlrti_ps_held *r, int backup)
 {
 	uint64_t fid;
@@ -127,7 +156,12 @@ void mlrti_ps_forward_done(mlrti_ps_server *s, uint64_t fid, int status, const c
 		if (a->fid != fid)
 			continue;
 		*pp = a->next;
-		mlrti_ps_reply_to(s, &a->route, &a->h, status, msg, NULL);
+		if (!a->quiet)
+			mlrti_ps_reply_to(s, &a->route, &a->h, status, msg, NULL);
+		else if (status != MLRT_OK)
+			mlrt_log(MLRT_LOG_WARN, "ps: server %d: backup %d refused the order of worker "
+			         "%d's push %" PRIu64 " to range %d: %s", s->index, a->backup,
+			         a->h.worker, a->h.seq, a->h.range, msg ? msg : mlrt_strerror(status));
 		mlrti_ps_ack_free(a);
 		return;
 	}
@@ -163,7 +197,8 @@ void mlrti_ps_check_backups(mlrti_ps_server *s)
 			mlrti_ps_publish_range(s, a->h.range);
 		}
 		*pp = a->next;
-		mlrti_ps_reply_to(s, &a->route, &a->h, MLRT_OK, NULL, NULL);
+		if (!a->quiet)
+			mlrti_ps_reply_to(s, &a->route, &a->h, MLRT_OK, NULL, NULL);
 		mlrti_ps_ack_free(a);
 	}
 }
@@ -192,6 +227,7 @@ int mlrti_ps_serves(mlrti_ps_server *s, int rg)
 		         s->index, rg, g->primary);
 		g->role = MLRTI_PS_PRIMARY;
 		g->backup = -1;
+		mlrti_ps_take_copies(s, rg);
 		mlrti_ps_publish_range(s, rg);
 		return 1;
 	}

@@ -162,7 +162,7 @@ static uint64_t word(const unsigned char *b, size_t i)
 
 static int is_push(const mlrti_ps_held *r)
 {
-	return r->h.op == MLRTI_PS_PUSH || r->h.op == MLRTI_PS_FORWARD;
+	return r->h.op == MLRTI_PS_PUSH || r->h.op == MLRTI_PS_FORWARD || r->h.op == MLRTI_PS_COPY;
 }
 
 static int check_payload(mlrti_ps_server *s, const mlrti_ps_held *r, payload *p, char *why, size_t whylen)
@@ -238,6 +238,12 @@ void mlrti_ps_reply_to(mlrti_ps_server *s, zmq_msg_t *route, const mlrti_ps_hdr 
 
 	if (msg != NULL)
 		snprintf(h.msg, sizeof(h.msg), "%s", msg);
+	/* A push's answer tells the worker where to send its next copies. */
+	if (req->op == MLRTI_PS_PUSH && req->range >= 0 && req->range < s->nservers &&
+	    s->ranges[req->range].role == MLRTI_PS_PRIMARY) {
+		h.has_backup = 1;
+		h.backup = s->ranges[req->range].backup;
+	}
 	if (mlrti_ps_hdr_encode(&h, 1, buf, sizeof(buf), &len) != MLRT_OK)
 		return;
 	/* A worker that went away is not an error of the server's. */
@@ -494,6 +500,11 @@ static void on_push(mlrti_ps_server *s, mlrti_ps_held *r)
 
 	if (rc < 0) {
 		reply(s, r, rc, why, NULL);
+	} else if (rc == 1 && g->backup >= 0 && r->h.has_copy && r->h.copy_to == g->backup &&
+	           mlrti_ps_order(s, r, g->backup) == MLRT_OK) {
+		/* The backup has the worker's copy (the worker waits for its
+		 * answer too) and takes it in this order. */
+		reply(s, r, MLRT_OK, NULL, NULL);
 	} else if (rc == 1 && g->backup >= 0 && mlrti_ps_forward(s, r, g->backup) == MLRT_OK) {
 		/* acknowledged by forward_done or check_backups */
 	} else {
@@ -510,30 +521,151 @@ static void on_push(mlrti_ps_server *s, mlrti_ps_held *r)
 	settle(s, rg);
 }
 
-/* A push forwarded by the primary of a range this server backs up. */
-static void on_forward(mlrti_ps_server *s, mlrti_ps_held *r)
+static void append(mlrti_ps_held **list, mlrti_ps_held *r)
+{
+	while (*list != NULL)
+		list = &(*list)->next;
+	r->next = NULL;
+	*list = r;
+}
+
+/* As backup, take push r (a forward, answered to the primary here, or a
+ * worker's copy, answered when it came). */
+static void take_copy(mlrti_ps_server *s, mlrti_ps_held *r)
 {
 	char why[MLRTI_PS_MSG_MAX];
-	int rg = r->h.range, queued = 0, rc = MLRT_ERR_INVALID;
+	int rg = r->h.range, queued = 0, rc = take_push(s, r, &queued, why, sizeof(why));
 
-	if (s->ranges[rg].catching_up) { /* taken once the snapshot is in */
-		mlrti_ps_held **tail = &s->early;
-
-		while (*tail != NULL)
-			tail = &(*tail)->next;
-		r->next = NULL;
-		*tail = r;
-		return;
-	}
-	if (s->ranges[rg].role == MLRTI_PS_BACKUP)
-		rc = take_push(s, r, &queued, why, sizeof(why));
-	else
-		snprintf(why, sizeof(why), "server %d is not the backup of range %d", s->index,
-		         r->h.range);
-	reply(s, r, rc < 0 ? rc : MLRT_OK, rc < 0 ? why : NULL, NULL);
+	if (r->h.op == MLRTI_PS_FORWARD)
+		reply(s, r, rc < 0 ? rc : MLRT_OK, rc < 0 ? why : NULL, NULL);
+	else if (rc < 0)
+		mlrt_log(MLRT_LOG_ERROR, "ps: server %d: worker %d's copy of push %" PRIu64
+		         " to range %d: %s", s->index, r->h.worker, r->h.seq, rg, why);
 	if (!queued)
 		held_free(r);
 	settle(s, rg);
+}
+
+/* The copy of worker w's push seq, unlinked from the range's copies;
+ * copies already taken (a forward carried them) are dropped on the way. */
+static mlrti_ps_held *find_copy(mlrti_ps_range *g, int w, uint64_t seq)
+{
+	for (mlrti_ps_held **pp = &g->copies; *pp != NULL;) {
+		mlrti_ps_held *c = *pp;
+
+		if (c->h.seq <= g->seq[c->h.worker]) {
+			*pp = c->next;
+			held_free(c);
+		} else if (c->h.worker == w && c->h.seq == seq) {
+			*pp = c->next;
+			c->next = NULL;
+			return c;
+		} else {
+			pp = &c->next;
+		}
+	}
+	return NULL;
+}
+
+/* Take what the primary ordered, in its order, as far as the copies are
+ * in.  Once the primary is gone (gone != 0) nothing more is coming: an
+ * order whose copy never came is dropped (the worker sends that push
+ * again, to this server as the new primary), then the copies no order
+ * named are taken in the order they came. */
+static void take_orders(mlrti_ps_server *s, int rg, int gone)
+{
+	mlrti_ps_range *g = &s->ranges[rg];
+
+	while (g->orders != NULL) {
+		mlrti_ps_held *o = g->orders, *c = NULL;
+
+		if (o->h.op == MLRTI_PS_ORDER) {
+			c = find_copy(g, o->h.worker, o->h.seq);
+			if (c == NULL && o->h.seq > g->seq[o->h.worker] && !gone)
+				return; /* its copy is on its way */
+		}
+		g->orders = o->next;
+		if (o->h.op == MLRTI_PS_FORWARD) {
+			take_copy(s, o);
+			continue;
+		}
+		held_free(o);
+		if (c != NULL)
+			take_copy(s, c);
+	}
+	while (gone && g->copies != NULL) {
+		mlrti_ps_held *c = g->copies;
+
+		g->copies = c->next;
+		if (c->h.seq > g->seq[c->h.worker])
+			take_copy(s, c);
+		else
+			held_free(c);
+	}
+}
+
+void mlrti_ps_take_copies(mlrti_ps_server *s, int rg)
+{
+	take_orders(s, rg, 1);
+}
+
+/* From the primary of a range this server backs up: a push forwarded
+ * (when the worker sent no copy here) or an order to take a copy.  Both
+ * are taken in the order they come, after the snapshot when one is on its
+ * way.  Orders are answered at once (the primary only learns that this
+ * server is alive); forwards once taken. */
+static void on_forward(mlrti_ps_server *s, mlrti_ps_held *r, int answered)
+{
+	int rg = r->h.range;
+
+	if (s->ranges[rg].role != MLRTI_PS_BACKUP) {
+		char why[MLRTI_PS_MSG_MAX];
+
+		snprintf(why, sizeof(why), "server %d is not the backup of range %d", s->index, rg);
+		if (!answered)
+			reply(s, r, MLRT_ERR_INVALID, why, NULL);
+		held_free(r);
+		return;
+	}
+	if (r->h.op == MLRTI_PS_ORDER && !answered)
+		reply(s, r, MLRT_OK, NULL, NULL);
+	if (s->ranges[rg].catching_up) { /* taken once the snapshot is in */
+		append(&s->early, r);
+		return;
+	}
+	append(&s->ranges[rg].orders, r);
+	take_orders(s, rg, 0);
+}
+
+/* A worker's copy of a push it sent to the primary of a range this server
+ * backs up: answered at once (this server has it), taken when the primary
+ * orders it. */
+static void on_copy(mlrti_ps_server *s, mlrti_ps_held *r, int answered)
+{
+	mlrti_ps_range *g = &s->ranges[r->h.range];
+
+	if (g->role != MLRTI_PS_BACKUP) {
+		char why[MLRTI_PS_MSG_MAX];
+
+		snprintf(why, sizeof(why), "server %d is not the backup of range %d", s->index,
+		         r->h.range);
+		if (!answered)
+			reply(s, r, MLRT_ERR_UNAVAILABLE, why, NULL);
+		held_free(r);
+		return;
+	}
+	if (!answered)
+		reply(s, r, MLRT_OK, NULL, NULL);
+	if (g->catching_up) {
+		append(&s->early, r);
+		return;
+	}
+	if (r->h.seq <= g->seq[r->h.worker]) {
+		held_free(r);
+		return;
+	}
+	append(&g->copies, r);
+	take_orders(s, r->h.range, 0);
 }
 
 static void on_hello(mlrti_ps_server *s, mlrti_ps_held *r)
@@ -593,13 +725,17 @@ static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
 		on_hello(s, r);
 		return;
 	}
-	if (!s->have_opts && r->h.op != MLRTI_PS_FORWARD) {
+	if (!s->have_opts && r->h.op != MLRTI_PS_FORWARD && r->h.op != MLRTI_PS_ORDER) {
 		reply(s, r, MLRT_ERR_PROTOCOL, "request before hello", NULL);
 		held_free(r);
 		return;
 	}
-	if (r->h.op == MLRTI_PS_FORWARD) {
-		on_forward(s, r);
+	if (r->h.op == MLRTI_PS_FORWARD || r->h.op == MLRTI_PS_ORDER) {
+		on_forward(s, r, 0);
+		return;
+	}
+	if (r->h.op == MLRTI_PS_COPY) {
+		on_copy(s, r, 0);
 		return;
 	}
 	if (r->h.op == MLRTI_PS_BYE) {
@@ -747,6 +883,8 @@ static void server_fini(mlrti_ps_server *s)
 
 		for (int w = 0; g->queue != NULL && w < s->nworkers; w++)
 			free_list(g->queue[w]);
+		free_list(g->copies);
+		free_list(g->orders);
 		free(g->queue);
 		free(g->clock);
 		free(g->seq);
@@ -874,7 +1012,8 @@ out:
 	return rc;
 }
 
-/* The forwards a backup held while its range's snapshot was on its way. */
+/* The forwards, orders and copies a backup held while its range's
+ * snapshot was on its way. */
 static void take_early(mlrti_ps_server *s, int rg)
 {
 	mlrti_ps_held *list = s->early, **keep = &s->early;
@@ -885,8 +1024,10 @@ static void take_early(mlrti_ps_server *s, int rg)
 
 		list = r->next;
 		r->next = NULL;
-		if (r->h.range == rg) {
-			on_forward(s, r);
+		if (r->h.range == rg && r->h.op == MLRTI_PS_COPY) {
+			on_copy(s, r, 1);
+		} else if (r->h.range == rg) {
+			on_forward(s, r, r->h.op == MLRTI_PS_ORDER);
 		} else {
 			*keep = r;
 			keep = &r->next;

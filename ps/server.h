@@ -45,8 +45,10 @@ typedef struct mlrti_ps_held {
 	struct mlrti_ps_held *next;
 } mlrti_ps_held;
 
-/* A push taken as primary whose acknowledgement waits for the backup. */
+/* A push taken as primary whose acknowledgement waits for the backup,
+ * or (quiet) an order sent to the backup, kept to notice a dead backup. */
 typedef struct mlrti_ps_ack {
+	int quiet;        /* an order: the worker was answered already */
 	zmq_msg_t route;  /* the worker's routing frame */
 	mlrti_ps_hdr h;   /* the worker's request */
 	uint64_t fid;     /* id of the forward */
@@ -68,6 +70,10 @@ typedef struct mlrti_ps_range {
 	uint64_t *seq;    /* sequence number of each worker's last push taken */
 	mlrti_ps_held **queue;     /* SYNC: each worker's pushes not yet applied (FIFO) */
 	int64_t applied;  /* SYNC: steps applied */
+	/* BACKUP: workers' copies of pushes, in arrival order, and the
+	 * primary's orders (and forwards) to take them, in its order. */
+	mlrti_ps_held *copies;
+	mlrti_ps_held *orders;
 } mlrti_ps_range;
 
 typedef struct mlrti_ps_server {
@@ -107,6 +113,10 @@ mlrti_ps_key *mlrti_ps_key_find(mlrti_ps_server *s, uint64_t key);
  * values.  MLRT_ERR_NOMEM when there is no memory for the copy. */
 int mlrti_ps_key_writable(mlrti_ps_key *k);
 
+/* Taking over range rg from a dead primary: take the workers' copies it
+ * ordered, then those it never ordered, in the order they came. */
+void mlrti_ps_take_copies(mlrti_ps_server *s, int rg);
+
 /* Answer request req of the worker (or server) behind routing frame route. */
 void mlrti_ps_reply_to(mlrti_ps_server *s, zmq_msg_t *route, const mlrti_ps_hdr *req, int status,
                        const char *msg, zmq_msg_t *vals);
@@ -119,6 +129,8 @@ int mlrti_ps_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup);
 /* Send push r to backup with no acknowledgement to a worker (a queued push
  * replayed to a new backup). */
 int mlrti_ps_forward_quiet(mlrti_ps_server *s, mlrti_ps_held *r, int backup);
+/* Tell backup, which has the worker's copy of push r, to take it now. */
+int mlrti_ps_order(mlrti_ps_server *s, const mlrti_ps_held *r, int backup);
 /* The backup answered forward fid. */
 void mlrti_ps_forward_done(mlrti_ps_server *s, uint64_t fid, int status, const char *msg);
 /* Acknowledge the pushes waiting on a backup that is down (at most every
