@@ -536,6 +536,8 @@ static void take_copy(mlrti_ps_server *s, mlrti_ps_held *r)
 	char why[MLRTI_PS_MSG_MAX];
 	int rg = r->h.range, queued = 0, rc = take_push(s, r, &queued, why, sizeof(why));
 
+	if (rc == 1)
+		*(r->h.op == MLRTI_PS_FORWARD ? &s->took_forwards : &s->took_copies) += 1;
 	if (r->h.op == MLRTI_PS_FORWARD)
 		reply(s, r, rc < 0 ? rc : MLRT_OK, rc < 0 ? why : NULL, NULL);
 	else if (rc < 0)
@@ -1160,6 +1162,10 @@ int mlrt_ps_serve(mlrt_ctx *ctx)
 		         s.index, s.max_lead, s.opts.staleness);
 	else
 		mlrt_log(MLRT_LOG_INFO, "ps: server %d: every worker has closed", s.index);
+	if (s.took_copies + s.took_forwards > 0)
+		mlrt_log(MLRT_LOG_INFO, "ps: server %d: as a backup it took %" PRIu64 " pushes from "
+		         "the workers' copies and %" PRIu64 " forwarded by their primary", s.index,
+		         s.took_copies, s.took_forwards);
 	rc = MLRT_OK;
 out:
 	server_fini(&s);

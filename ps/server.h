@@ -99,6 +99,7 @@ typedef struct mlrti_ps_server {
 	mlrti_ps_key **touched; /* SYNC: keys of the step being applied */
 	size_t ntouched, cap_touched;
 	int64_t max_lead; /* BOUNDED: largest lead over the slowest at a served pull */
+	uint64_t took_copies, took_forwards; /* pushes taken as backup, by how they came */
 	const char *ckpt_dir; /* MLRT_PS_CKPT_DIR: shard checkpoints, or NULL */
 	int64_t ckpt_ms;      /* between them */
 	int64_t next_save;

@@ -229,7 +229,8 @@ static void train(mlrt_ctx *ctx, const char *out, int steps)
 	key_set(keys, lens, &n);
 	mlrt_ps_opts_init(&o);
 	o.optimizer = MLRT_PS_ADAM;
-	o.consistency = MLRT_PS_SYNC;
+	/* PS_CHECK_ASYNC=1: asynchronous (bitwise repeatable with one worker). */
+	o.consistency = getenv("PS_CHECK_ASYNC") ? MLRT_PS_ASYNC : MLRT_PS_SYNC;
 	o.init = MLRT_PS_NORMAL;
 	o.init_b = 0.1f;
 	o.seed = 3;

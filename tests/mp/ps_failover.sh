@@ -46,6 +46,30 @@ echo "server 1 killed: server 2 served range 1 $took1 ms later; server 1 rejoine
 echo "server 2 killed: the rejoined server 1 served range 1 $took2 ms later"
 echo "final parameters identical to the undisturbed run"
 
+# The same with one worker in ASYNC mode: the backups take the workers'
+# copies in the order their primaries took the pushes, and a backup taking
+# over takes the copies still waiting; the result is bitwise the same.
+mkdir -p "$TMP/aref" "$TMP/arun"
+PS_CHECK_ASYNC=1 MLRT_LOG_LEVEL=info "$MLRUN" --servers 3 -np 1 --no-tag-output "$PS_CHECK" \
+	train "$TMP/aref" $STEPS >"$TMP/aref.out" 2>"$TMP/aref.err" ||
+	fail "undisturbed async run: $(cat "$TMP/aref.err")"
+# Undisturbed, every push reaches the backups as the worker's copy.
+grep -q "server 1: as a backup it took $STEPS pushes from the workers' copies and 0 forwarded" \
+	"$TMP/aref.err" || fail "the backups did not take the workers' copies: $(cat "$TMP/aref.err")"
+PS_CHECK_ASYNC=1 "$MLRUN" --servers 3 -np 1 --no-tag-output "$PS_CHECK" train "$TMP/arun" \
+	$STEPS >"$TMP/arun.out" 2>"$TMP/arun.err" &
+mlrun_pid=$!
+cleanup_hooks+=("kill -9 $mlrun_pid 2>/dev/null")
+wait_for_files 3 "$TMP/arun/server-*.pid" 20 || fail "servers did not start (async)"
+sleep 0.5
+kill -9 "$(cat "$TMP/arun/server-1.pid")" || fail "cannot kill server 1 (async)"
+wait "$mlrun_pid" || fail "the async run failed after the kill: $(cat "$TMP/arun.err")"
+grep -q 'server 2 answered for range 1' "$TMP/arun.err" ||
+	fail "the async run did not fail over: $(cat "$TMP/arun.err")"
+cmp "$TMP/aref/final.bin" "$TMP/arun/final.bin" ||
+	fail "async: final parameters differ from the undisturbed run"
+echo "async, one worker: server 1 killed, final parameters identical to the undisturbed run"
+
 # Without replication the keys of a dead server are gone: the job fails,
 # naming it (mlrun would restart it from a checkpoint under a restart policy).
 "$MLRUN" --servers 3 --ps-replicas 0 -np 2 --no-tag-output "$PS_CHECK" train "$TMP/norep" \
