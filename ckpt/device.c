@@ -179,7 +179,10 @@ static int copy_all(mlrt_ckpt *ck, int to_device, int64_t step)
 				rc = cuda_fail(ck, e, to_device ? "cudaMemcpyAsync to the device"
 				                                : "cudaMemcpyAsync from the device",
 				               ck->t[i].name, d,
-				               "was the buffer freed after it was registered?");
+				               cuda_status(e) == MLRT_ERR_INVALID
+				                       ? "was the buffer freed after it was registered?"
+				                       : "a kernel of this process may have faulted; the "
+				                         "device cannot be used until the process restarts");
 				break;
 			}
 			bytes += ck->t[i].bytes;

@@ -45,3 +45,24 @@ run none "$D"
 grep -q 'step 2 is damaged: .*/step-2/rank-0.h5: tensor dev_rep fails its CRC32C' "$TMP/err" ||
 	fail "no warning naming rank-0.h5 and dev_rep: $(cat "$TMP/err")"
 echo "$mode: no step verifies: not found, device and host buffers untouched"
+
+# With the fake CUDA only: rank 1's device copy fails during step 2.  The
+# save must fail on both ranks (async: rank 0 learns it at its next save)
+# and leave step 1 as the newest committed step, restorable bit for bit.
+if [ -n "${CKPT_GPU_FAKE:-}" ]; then
+	rm -rf "$D"
+	# 3 device tensors a save: the 4th copy is step 2's first.
+	FAKE_CUDA_FAIL_COPY=4 timeout 120 "$MLRUN" -np 2 --no-tag-output "$CKPT_GPU_CHECK" save "$D" \
+		"$mode" >"$TMP/out" 2>"$TMP/err" && fail "save with a failing copy succeeded"
+	grep -q 'rank 1: cudaMemcpyAsync from the device for tensor dev_rank on device 0 failed' \
+		"$TMP/err" || fail "no message naming the failed copy: $(cat "$TMP/err")"
+	grep -q 'step 2 was not saved (rank 1: ' "$TMP/err" || fail "step 2 not failed: $(cat "$TMP/err")"
+	for r in 0 1; do
+		grep -q "rank $r: save [23]: service unavailable" "$TMP/err" ||
+			fail "rank $r's save did not fail: $(cat "$TMP/err")"
+	done
+	"$MLRUN" ckpt ls "$D" | awk 'NR > 1 && $2 == "yes" {print $1}' >"$TMP/steps"
+	[ "$(cat "$TMP/steps")" = 1 ] || fail "committed steps after the failure: $(cat "$TMP/steps")"
+	run restore "$D" 1
+	echo "$mode: a failed device copy failed the save on both ranks; step 1 intact"
+fi
