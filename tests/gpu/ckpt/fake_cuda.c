@@ -11,6 +11,9 @@
  *   FAKE_CUDA_FAIL_COPY=N: rank 1's N-th cudaMemcpyAsync fails as a
  *   faulted device would (cudaErrorIllegalAddress).
  *
+ * Also runs bench_gpu_ckpt at a small size, to try the benchmark itself:
+ *   LD_PRELOAD=.../libfake_cuda.so BENCH_GPU_CKPT_GIB=0.05 bash gpu_ckpt.sh
+ *
  * Not a CUDA: no kernels, one device, no real asynchrony. */
 #include <pthread.h>
 #include <stdint.h>
@@ -72,6 +75,13 @@ cudaError_t cudaGetDeviceCount(int *count)
 {
 	*count = 1;
 	return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int device)
+{
+	memset(p, 0, sizeof(*p));
+	strcpy(p->name, "fake CUDA device (tests/gpu/ckpt/fake_cuda.c)");
+	return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
 }
 
 cudaError_t cudaSetDevice(int device)
