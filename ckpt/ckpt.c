@@ -16,6 +16,7 @@
 #include "ckpt/ckpt.h"
 #include "runtime/common.h"
 #include "runtime/ctx.h"
+#include "runtime/devptr.h"
 
 #define DEFAULT_KEEP 3
 #define DEFAULT_TIMEOUT_MS 600000
@@ -215,9 +216,12 @@ static int valid_name(const char *name)
 	return 1;
 }
 
-/* Append a tensor to the registry after checking what every kind shares. */
+/* Append a tensor to the registry after checking what every kind shares;
+ * a buffer in device memory gets its pinned staging now (device.c). */
 static int add(mlrt_ckpt *ck, const mlrti_ckpt_tensor *t, void *data)
 {
+	int dev = data != NULL ? mlrti_device_of(data) : -1, rc;
+
 	pthread_mutex_lock(&ck->mu);
 	int busy = ck->busy;
 
@@ -234,6 +238,12 @@ static int add(mlrt_ckpt *ck, const mlrti_ckpt_tensor *t, void *data)
 		         t->name, MLRTI_CKPT_NAME_MAX - 1);
 		return MLRT_ERR_INVALID;
 	}
+	if (dev >= 0 && t->kind == MLRTI_CKPT_META) {
+		mlrt_log(MLRT_LOG_ERROR, "ckpt: metadata %s is in device memory (device %d); "
+		         "keep metadata in host memory, or register the buffer with "
+		         "mlrt_ckpt_add", t->name, dev);
+		return MLRT_ERR_INVALID;
+	}
 	for (size_t i = 0; i < ck->n; i++)
 		if (strcmp(ck->t[i].name, t->name) == 0) {
 			mlrt_log(MLRT_LOG_ERROR, "ckpt: tensor %s is already registered", t->name);
@@ -242,7 +252,8 @@ static int add(mlrt_ckpt *ck, const mlrti_ckpt_tensor *t, void *data)
 	if (ck->n == ck->cap) {
 		size_t cap = ck->cap ? 2 * ck->cap : 16;
 		mlrti_ckpt_tensor *nt = realloc(ck->t, cap * sizeof(*nt));
-		void **nd, **ns;
+		void **nd, **ns, **nsrc;
+		int *ndev;
 
 		if (nt == NULL)
 			return MLRT_ERR_NOMEM;
@@ -255,11 +266,30 @@ static int add(mlrt_ckpt *ck, const mlrti_ckpt_tensor *t, void *data)
 		if (ns == NULL)
 			return MLRT_ERR_NOMEM;
 		ck->staging = ns;
+		ndev = realloc(ck->device, cap * sizeof(*ndev));
+		if (ndev == NULL)
+			return MLRT_ERR_NOMEM;
+		ck->device = ndev;
+		nsrc = realloc(ck->src, cap * sizeof(*nsrc));
+		if (nsrc == NULL)
+			return MLRT_ERR_NOMEM;
+		ck->src = nsrc;
 		ck->cap = cap;
 	}
 	ck->t[ck->n] = *t;
 	ck->data[ck->n] = data;
 	ck->staging[ck->n] = NULL;
+	ck->device[ck->n] = dev;
+	ck->src[ck->n] = data;
+	if (dev >= 0) {
+		rc = mlrti_ckpt_dev_register(ck, ck->n);
+		if (rc != MLRT_OK)
+			return rc; /* not registered: n unchanged */
+		ck->src[ck->n] = ck->staging[ck->n];
+		ck->ndevice++;
+		mlrt_log(MLRT_LOG_DEBUG, "ckpt: %s is in the memory of device %d: %zu bytes of "
+		         "pinned staging", t->name, dev, t->bytes);
+	}
 	ck->n++;
 	return MLRT_OK;
 }
@@ -410,11 +440,14 @@ static int wait_idle(mlrt_ckpt *ck)
 	return rc;
 }
 
-/* Staging memory for every tensor, allocated at the first async save and
- * reused after. */
+/* Staging memory for every host tensor, allocated at the first async
+ * save and reused after; device tensors have theirs from registration
+ * and are copied by mlrti_ckpt_dev_to_host. */
 static int stage(mlrt_ckpt *ck)
 {
 	for (size_t i = 0; i < ck->n; i++) {
+		if (ck->device[i] >= 0)
+			continue;
 		if (ck->staging[i] == NULL) {
 			ck->staging[i] = malloc(ck->t[i].bytes > 0 ? ck->t[i].bytes : 1);
 			if (ck->staging[i] == NULL) {
@@ -439,9 +472,28 @@ int mlrt_ckpt_save(mlrt_ckpt *ck, int64_t step)
 		return rc;
 	if (ck->opts.async) {
 		MLRTI_CHECK_GOTO(stage(ck), rc, out);
+		/* For device buffers this copy is the whole stall. */
+		rc = ck->ndevice > 0 ? mlrti_ckpt_dev_to_host(ck, step) : MLRT_OK;
+		if (rc != MLRT_OK) {
+			/* The other ranks' writers are in the commit by now: fail it
+			 * with them here (the writer is idle) rather than leave them
+			 * waiting for our file. */
+			rc = mlrti_ckpt_commit_failed(ck, ck->seq++, step, rc);
+			goto out;
+		}
 		rc = hand_over(ck, 1, step, ck->seq++);
 	} else {
-		rc = mlrti_ckpt_commit(ck, ck->seq++, step, ck->data);
+		/* Device buffers are written from their staging: a failed copy
+		 * fails the save on every rank through the commit protocol,
+		 * which each rank must still join. */
+		int copied = MLRT_OK;
+
+		if (ck->ndevice > 0)
+			copied = mlrti_ckpt_dev_to_host(ck, step);
+		if (copied != MLRT_OK)
+			rc = mlrti_ckpt_commit_failed(ck, ck->seq++, step, copied);
+		else
+			rc = mlrti_ckpt_commit(ck, ck->seq++, step, ck->src);
 		/* Old steps go while training goes on. */
 		if (rc == MLRT_OK && ck->rank == 0 && hand_over(ck, 0, step, 0) != MLRT_OK)
 			mlrti_ckpt_drop_old_steps(ck, step);
@@ -482,9 +534,12 @@ int mlrt_ckpt_close(mlrt_ckpt *ck)
 		pthread_mutex_unlock(&ck->mu);
 		pthread_join(ck->writer, NULL);
 	}
+	mlrti_ckpt_dev_fini(ck); /* the pinned staging of device tensors */
 	for (size_t i = 0; i < ck->n; i++)
 		free(ck->staging[i]);
 	free(ck->staging);
+	free(ck->src);
+	free(ck->device);
 	free(ck->data);
 	free(ck->t);
 	mlrt_store_close(ck->store);

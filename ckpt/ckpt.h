@@ -34,7 +34,15 @@ struct mlrt_ckpt {
 	size_t n, cap;
 	mlrti_ckpt_tensor *t; /* registered tensors */
 	void **data;          /* [n] the user's buffers */
-	void **staging;       /* [n] async copies, allocated once */
+	void **staging;       /* [n] host copies: of host buffers for async saves
+	                       * (malloc, at the first one); of device buffers
+	                       * for every save and restore (pinned, at
+	                       * registration: device.c) */
+	int *device;          /* [n] CUDA ordinal of data[i], -1 for host memory */
+	void **src;           /* [n] what a save reads: data[i] or staging[i] */
+	size_t ndevice;       /* tensors in device memory */
+	void **streams;       /* [nstreams] cudaStream_t per ordinal, made on first use */
+	int nstreams;
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -55,6 +63,11 @@ int mlrti_ckpt_open_local(const char *dir, const mlrt_ckpt_opts *o, mlrt_ckpt **
 /* Save every registered tensor as step, reading tensor i from src[i], and
  * commit it (collective; see commit.c).  Same status on every rank. */
 int mlrti_ckpt_commit(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const *src);
+
+/* Take part in step's commit with nothing to write: this rank failed with
+ * status (a device copy) before writing.  The step is not committed and
+ * every rank returns the failure. */
+int mlrti_ckpt_commit_failed(mlrt_ckpt *ck, int64_t seq, int64_t step, int status);
 
 /* After step is committed: remove committed steps beyond opts.keep, every
  * uncommitted one, and any newer than step.  Rank 0, writer thread. */
@@ -78,6 +91,27 @@ int mlrti_ckpt_await(mlrt_ckpt *ck, const char *key, int *status, int64_t *value
  * gets each value.  Returns the first error status posted (lowest rank),
  * *who its rank, or a wait's own error. */
 int mlrti_ckpt_gather(mlrt_ckpt *ck, int64_t seq, const char *what, int64_t *values, int *who);
+
+/* ---- Device memory (device.c; stubs without CUDA) ----
+ * Called from the user's thread only, never while the writer runs a save
+ * (it reads staging). */
+
+/* Tensor i was just registered with data on ck->device[i] >= 0: allocate
+ * its pinned staging.  MLRT_ERR_NOMEM, MLRT_ERR_UNAVAILABLE (no usable
+ * device), MLRT_ERR_IO (another CUDA failure), logged. */
+int mlrti_ckpt_dev_register(mlrt_ckpt *ck, size_t i);
+
+/* Copy every device tensor into its staging and wait for the copies
+ * (bounded by opts.timeout_ms: MLRT_ERR_TIMEOUT).  The copies are ordered
+ * after the work already queued on each device's legacy default stream. */
+int mlrti_ckpt_dev_to_host(mlrt_ckpt *ck, int64_t step);
+
+/* Copy every device tensor's staging into the device buffer, and wait. */
+int mlrti_ckpt_dev_from_host(mlrt_ckpt *ck, int64_t step);
+
+/* Free the pinned staging of device tensors (staging[i] becomes NULL)
+ * and the streams. */
+void mlrti_ckpt_dev_fini(mlrt_ckpt *ck);
 
 /* The name of a host's elastic-state segment in /dev/shm (elastic.c):
  * mlrun removes it when the job ends. */

@@ -137,7 +137,9 @@ static int commit_as_root(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const 
 	return rc;
 }
 
-int mlrti_ckpt_commit(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const *src)
+/* The protocol above; own_rc != MLRT_OK: this rank has nothing to write
+ * (its device copy failed) and posts own_rc in place of its file. */
+static int commit(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const *src, int own_rc)
 {
 	char key[MLRTI_CKPT_KEY_MAX], what[MLRTI_CKPT_KEY_MAX];
 	int64_t bytes = 0, unused, t0 = mlrti_now_ms(), t1, t2;
@@ -155,6 +157,8 @@ int mlrti_ckpt_commit(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const *src
 			return posted;
 	}
 	t1 = mlrti_now_ms();
+	if (rc == MLRT_OK)
+		rc = own_rc;
 	if (rc == MLRT_OK)
 		rc = write_own_file(ck, step, src, &bytes);
 	t2 = mlrti_now_ms();
@@ -187,4 +191,14 @@ int mlrti_ckpt_commit(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const *src
 	if (rc == MLRT_OK)
 		ck->committed = step;
 	return rc;
+}
+
+int mlrti_ckpt_commit(mlrt_ckpt *ck, int64_t seq, int64_t step, void *const *src)
+{
+	return commit(ck, seq, step, src, MLRT_OK);
+}
+
+int mlrti_ckpt_commit_failed(mlrt_ckpt *ck, int64_t seq, int64_t step, int status)
+{
+	return commit(ck, seq, step, NULL, status);
 }

@@ -6,7 +6,9 @@
  *   read once across the gang); the ranks agree on the verdict; if every
  *   file is sound, each rank reads its tensors straight into the registered
  *   buffers (shards gather the overlapping blocks of every saved shard),
- *   and the ranks agree that every load worked.
+ *   and the ranks agree that every load worked.  Tensors in device memory
+ *   are read into their pinned staging instead, and copied to the device
+ *   once every tensor of this rank has loaded.
  *
  * Buffers are written only after the whole step has verified. */
 #include <inttypes.h>
@@ -202,6 +204,7 @@ static int load_all(mlrt_ckpt *ck, const char *stepdir, const mlrti_ckpt_manifes
 	for (size_t i = 0; i < ck->n && rc == MLRT_OK; i++) {
 		const mlrti_ckpt_tensor *want = &ck->t[i];
 		const mlrti_ckpt_tensor *have = NULL;
+		void *dst = ck->device[i] >= 0 ? ck->staging[i] : ck->data[i];
 		size_t j;
 
 		for (j = 0; j < m->ntensors; j++)
@@ -228,18 +231,20 @@ static int load_all(mlrt_ckpt *ck, const char *stepdir, const mlrti_ckpt_manifes
 				              "saved; register it as replicated or as a shard to restore "
 				              "at another world size");
 			else
-				rc = load_flat(ck, &fs, ck->rank, want, ck->data[i], m->step);
+				rc = load_flat(ck, &fs, ck->rank, want, dst, m->step);
 			break;
 		case MLRTI_CKPT_REPLICATED:
-			rc = load_flat(ck, &fs, 0, want, ck->data[i], m->step);
+			rc = load_flat(ck, &fs, 0, want, dst, m->step);
 			break;
 		case MLRTI_CKPT_SHARD:
-			rc = load_shard(ck, &fs, want, ck->data[i], m->step);
+			rc = load_shard(ck, &fs, want, dst, m->step);
 			break;
 		default:
 			rc = MLRT_ERR_INTERNAL;
 		}
 	}
+	if (rc == MLRT_OK && ck->ndevice > 0)
+		rc = mlrti_ckpt_dev_from_host(ck, m->step);
 out:
 	for (int r = 0; fs.open != NULL && r < fs.n; r++)
 		if (fs.open[r])
