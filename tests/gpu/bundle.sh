@@ -169,6 +169,9 @@ glibc_needed=$(for f in "${elf_copies[@]}" "$tmp"/lib/*; do objdump -T "$f"; don
 	done
 } >"$tmp/BUNDLE_INFO"
 echo "glibc_needed=$glibc_needed" >"$tmp/bundle.env"
+# What the bundle was made from, for run.sh to compare with the copy there.
+{ git ls-files -z | xargs -0 sha256sum 2>/dev/null || true; } >"$tmp/sources.sha256"
+[ -s "$tmp/sources.sha256" ] || die "cannot list the tracked files (git ls-files)"
 
 rm -rf "$bundle"
 mv "$tmp" "$bundle"

@@ -90,9 +90,15 @@ if [ "$mode" = auto ] && [ -f "$bundle/manifest.sh" ]; then
 	say "bundle: $bundle ($(du -sh "$bundle" | cut -f1))"
 	sed -n 's/^\(made\|commit\|checks\): /  \1: /p' "$bundle/BUNDLE_INFO" | tee -a "$log"
 	note "$(cat "$bundle/BUNDLE_INFO")"
-	bundled=$(sed -n 's/^commit: \([0-9a-f]*\).*/\1/p' "$bundle/BUNDLE_INFO")
-	if here=$(git rev-parse HEAD 2>/dev/null) && [ -n "$bundled" ] && [ "$here" != "$bundled" ]; then
-		say "warning: the bundle was made at $bundled but this checkout is at $here: the scripts may not match the binaries"
+	# The sources here against those the bundle was made from (the scripts
+	# that run the checks must match the programs).
+	if [ -f "$bundle/sources.sha256" ]; then
+		changed=$(sha256sum --quiet -c "$bundle/sources.sha256" 2>/dev/null | sed -n 's/: FAILED.*//p' | tr '\n' ' ') || true
+		if [ -n "$changed" ]; then
+			say "warning: files changed since the bundle was made (make it again: tests/gpu/bundle.sh): $changed"
+		else
+			say "  sources: as when the bundle was made ($(wc -l <"$bundle/sources.sha256") files)"
+		fi
 	fi
 	glibc_needed=$(sed -n 's/^glibc_needed=//p' "$bundle/bundle.env")
 	glibc_here=$(getconf GNU_LIBC_VERSION | awk '{ print $2 }')
@@ -132,17 +138,27 @@ export LD_LIBRARY_PATH=${libpath}${LD_LIBRARY_PATH:+${libpath:+:}$LD_LIBRARY_PAT
 elves=()
 while IFS= read -r f; do is_elf "$f" && elves+=("$f"); done < <(find "$build" \( -name '*.p' -o -name 'meson-*' \) -prune -o -type f -perm -u+x -print -o -type f -name '*.so*' -print | sort)
 [ ${#elves[@]} -gt 0 ] || die "no executables under $build"
+# The driver's libraries are loaded with dlopen (runtime/device.c), so ldd
+# does not see them: ask the loader's cache and LD_LIBRARY_PATH.
+dlopened=(libcuda.so.1 libnvidia-ml.so.1)
+findable() {
+	local d
+	ldconfig -p 2>/dev/null | grep -q "^[[:space:]]*$1 " && return 0
+	for d in ${LD_LIBRARY_PATH//:/ }; do [ -e "$d/$1" ] && return 0; done
+	return 1
+}
 missing() {
-	local f
+	local f so
 	for f in "${elves[@]}"; do
 		timeout 30 ldd "$f" 2>/dev/null | awk '/not found/ { print $1 }'
 	done | sort -u
+	for so in "${dlopened[@]}"; do findable "$so" || echo "$so"; done
 }
 lost=$(missing)
 if [ -n "$lost" ]; then
 	note "not found at first: $(echo $lost)"
 	dirs=(/usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib
-		/usr/lib/x86_64-linux-gnu /usr/local/nvidia/lib64 /usr/local/nvidia/lib)
+		/usr/lib/x86_64-linux-gnu /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/wsl/lib)
 	for d in /usr/local/cuda-*/lib64 /usr/lib/python3*/*-packages/nvidia/*/lib /usr/local/lib/python3*/*-packages/nvidia/*/lib \
 		/opt/*/.venv/lib/python3*/site-packages/nvidia/*/lib /opt/*/lib/python3*/site-packages/nvidia/*/lib; do
 		[ -d "$d" ] && dirs+=("$d")
@@ -178,11 +194,24 @@ for name in $(printf '%s\n' "${!from[@]}" | sort); do
 	*) theirs+=("$name (${from[$name]%/*})") ;;
 	esac
 done
-say "libraries of ${#elves[@]} programs: ${#ours[@]} from $([ -n "$libpath" ] && echo "the bundle" || echo "the build"), ${#theirs[@]} from this machine, $(echo $lost | wc -w) not found"
-note "  from the bundle/build: ${ours[*]:-none}"
+lost_driver=() lost_link=()
+for so in $lost; do
+	case " ${dlopened[*]} " in
+	*" $so "*) lost_driver+=("$so") ;;
+	*) lost_link+=("$so") ;;
+	esac
+done
+say "libraries of ${#elves[@]} programs: ${#ours[@]} from $([ -n "$libpath" ] && echo "the bundle" || echo "the build"), ${#theirs[@]} from this machine, ${#lost_link[@]} not found"
+say "  from $([ -n "$libpath" ] && echo "the bundle" || echo "the build"): ${ours[*]:-none}"
 say "  from this machine: ${theirs[*]:-none}"
 note "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-[ -z "$lost" ] || say "  NOT FOUND: $(echo $lost): install them or add their folder to LD_LIBRARY_PATH"
+[ ${#lost_link[@]} -eq 0 ] ||
+	say "  NOT FOUND: ${lost_link[*]}: the programs that need them cannot start; add their folder to LD_LIBRARY_PATH"
+if [ ${#lost_driver[@]} -eq 0 ]; then
+	say "  NVIDIA driver (dlopen): ${dlopened[*]} found"
+else
+	say "  NVIDIA driver (dlopen): ${lost_driver[*]} not found: no driver here, or add its folder to LD_LIBRARY_PATH"
+fi
 
 # The tests' own tools (python3, ps...) run with the bundle's libraries
 # first on the path; say so if one of them no longer loads.
