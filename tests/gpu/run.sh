@@ -134,6 +134,7 @@ say "build: $build"
 # The bundle brings everything but the C runtime and NVIDIA's libraries. If
 # the loader cannot find one of those (CUDA outside the system path, or
 # only in a Python wheel), look where CUDA and the nvidia-* wheels keep them.
+ld_before=${LD_LIBRARY_PATH:-}
 export LD_LIBRARY_PATH=${libpath}${LD_LIBRARY_PATH:+${libpath:+:}$LD_LIBRARY_PATH}
 elves=()
 while IFS= read -r f; do is_elf "$f" && elves+=("$f"); done < <(find "$build" \( -name '*.p' -o -name 'meson-*' \) -prune -o -type f -perm -u+x -print -o -type f -name '*.so*' -print | sort)
@@ -156,7 +157,7 @@ missing() {
 }
 lost=$(missing)
 if [ -n "$lost" ]; then
-	note "not found at first: $(echo $lost)"
+	note "not found at first: $(tr '\n' ' ' <<<"$lost")"
 	dirs=(/usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib
 		/usr/lib/x86_64-linux-gnu /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/wsl/lib)
 	for d in /usr/local/cuda-*/lib64 /usr/lib/python3*/*-packages/nvidia/*/lib /usr/local/lib/python3*/*-packages/nvidia/*/lib \
@@ -228,7 +229,13 @@ fi
 
 # ---- Inventory --------------------------------------------------------------
 results=() # "RESULT<TAB>kind<TAB>name<TAB>seconds<TAB>note"
-record() { results+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4"$'\t'"$5"); }
+# Each result goes to summary.tsv at once: a run stopped from outside
+# still leaves what it had.
+printf 'result\tkind\tname\tseconds\tnote\n' >"$summary"
+record() {
+	results+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4"$'\t'"$5")
+	printf '%s\n' "${results[-1]}" >>"$summary"
+}
 inventory() { # inventory NAME FILE CMD...: run CMD, show and log its output
 	local name=$1 file=$2 rc=0 t0=$SECONDS
 	shift 2
@@ -244,7 +251,7 @@ inventory() { # inventory NAME FILE CMD...: run CMD, show and log its output
 }
 if command -v nvidia-smi >/dev/null; then
 	say "== nvidia-smi"
-	LD_LIBRARY_PATH= bounded 30 nvidia-smi 2>&1 | tee -a "$log" || say "nvidia-smi: failed"
+	bounded 30 env LD_LIBRARY_PATH="$ld_before" nvidia-smi 2>&1 | tee -a "$log" || say "nvidia-smi: failed"
 else
 	say "== nvidia-smi: not found"
 fi
@@ -317,8 +324,6 @@ for ((i = 0; i < MANIFEST_COUNT; i++)); do
 done
 
 # ---- Summary ----------------------------------------------------------------
-printf 'result\tkind\tname\tseconds\tnote\n' >"$summary"
-printf '%s\n' "${results[@]}" >>"$summary"
 say ""
 say "== summary ($((SECONDS - start)) s of ${budget} s; log: $log)"
 printf '%-8s %-10s %-32s %5s  %s\n' RESULT KIND NAME SEC NOTE | tee -a "$log"
