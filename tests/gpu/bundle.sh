@@ -81,8 +81,12 @@ while IFS= read -r f; do
 	esac
 	is_elf "$build/$f" && files+=("$f")
 done < <(cd "$build" && find . \( -name '*.p' -o -name 'meson-*' \) -prune -o -type f -perm -u+x -print | sort)
+dirs=()
 while IFS= read -r f; do
-	[[ " ${files[*]} " == *" $f "* ]] || files+=("$f")
+	case "$f" in
+	*/) dirs+=("${f%/}") ;;
+	*) [[ " ${files[*]} " == *" $f "* ]] || files+=("$f") ;;
+	esac
 done <"$tmp/build-files"
 files+=(mlrt_config.h)
 
@@ -120,6 +124,15 @@ for f in "${files[@]}"; do
 		mkdir -p "$(dirname "$dst")"
 		cp -L "$src" "$dst"
 	fi
+done
+
+# A folder a check names (data it reads, say) travels whole, but for
+# objects, which only the compiler needs.
+for d in "${dirs[@]}"; do
+	mkdir -p "$tmp/build/$d"
+	(cd "$build/$d" && find . -name '*.p' -prune -o -type f ! -name '*.o' -print0 |
+		xargs -0 -r cp -L --parents -t "$(realpath "$OLDPWD/$tmp/build/$d")") ||
+		die "cannot copy $build/$d"
 done
 
 for name in "${!libs[@]}"; do
@@ -180,7 +193,7 @@ mv "$tmp" "$bundle"
 bundle_b=$(du -sb "$bundle" | cut -f1)
 tree_b=$(git ls-files -z 2>/dev/null | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1 || echo 0)
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
-echo "bundle: $bundle: $(find "$bundle/build" -type f | wc -l) build files, ${#libs[@]} libraries, $(mib "$bundle_b")" \
+echo "bundle: $bundle: $(find "$bundle/build" -type f | wc -l) build files${dirs[*]:+ (folders ${dirs[*]})}, ${#libs[@]} libraries, $(mib "$bundle_b")" \
 	"(+ $(mib "${tree_b:-0}") of tracked files = $(mib $((bundle_b + ${tree_b:-0}))) of the device tool's 64 MiB)"
 sed -n 's/^checks: /bundle: checks: /p' "$bundle/BUNDLE_INFO"
 [ $((bundle_b + ${tree_b:-0})) -le $((64 * 1048576)) ] ||

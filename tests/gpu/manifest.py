@@ -10,8 +10,9 @@ benchmark whose name starts with 'gpu_'.  Writes to OUT_DIR:
   manifest.json  the kept entries, for people;
   manifest.sh    the same as bash assignments, which run.sh sources (so the
                  GPU machine needs neither python nor jq to read it);
-  build-files    the files of BUILD_DIR that the kept entries name (one
-                 path a line, relative to BUILD_DIR), for the bundle.
+  build-files    the files and folders (ending in '/') of BUILD_DIR that
+                 the kept entries name, other than BUILD_DIR itself (one
+                 a line, relative to BUILD_DIR), for the bundle.
 
 The absolute paths of BUILD_DIR and SOURCE_DIR become the placeholders
 @MLRT_BUILD@ and @MLRT_SRC@ (meson writes sources as BUILD_DIR/../x; they
@@ -88,6 +89,8 @@ def main():
                     rel = os.path.normpath(part[len(BUILD_PH) + 1:])
                     if os.path.isfile(os.path.join(build, rel)):
                         build_files.add(rel)
+                    elif rel != "." and os.path.isdir(os.path.join(build, rel)):
+                        build_files.add(rel + "/")
 
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "manifest.json"), "w") as f:

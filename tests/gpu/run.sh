@@ -6,7 +6,9 @@
 #
 # Usage: bash tests/gpu/run.sh   (from the repository root; on the GPU
 #        machine with build-gpu-bundle/ carried, made here first by
-#        tests/gpu/bundle.sh, or `bash tests/gpu/run.sh --bundle`)
+#        tests/gpu/bundle.sh, or `bash tests/gpu/run.sh --bundle`); through
+#        the device tool: run(command: "bash tests/gpu/run.sh",
+#        carry: ["build-gpu-bundle"], timeout_s: 310)
 #
 # With build-gpu-bundle/ (manifest.sh, build/, lib/) it runs what the bundle
 # holds, its lib/ first on LD_LIBRARY_PATH; without one (or with --build) it
