@@ -153,7 +153,7 @@ findable() {
 missing() {
 	local f so
 	for f in "${elves[@]}"; do
-		timeout 30 ldd "$f" 2>/dev/null | awk '/not found/ { print $1 }'
+		timeout 30 ldd "$f" 2>/dev/null | awk '$2 == "=>" && $3 == "not" && $4 == "found" { print $1 }'
 	done | sort -u
 	for so in "${dlopened[@]}"; do findable "$so" || echo "$so"; done
 }
@@ -180,11 +180,17 @@ if [ -n "$lost" ]; then
 	lost=$(missing)
 fi
 # Where each library comes from, for the log: the bundle or this machine.
+# A library found but not loadable (wrong version, a broken file) shows in
+# ldd as an error line rather than 'not found'.
 declare -A from=()
+load_errors=()
 for f in "${elves[@]}"; do
 	out=$(timeout 30 ldd "$f" 2>&1) || true
 	note "ldd ${f#"$root"/}:"
 	note "$out"
+	while IFS= read -r line; do
+		load_errors+=("${line#"$f": }")
+	done < <(grep -i "error\|version \`\|not a dynamic\|too short" <<<"$out" || true)
 	while read -r name arrow path _; do
 		[ "$arrow" = '=>' ] && [ "${path:0:1}" = / ] || continue
 		from[$name]=$path
@@ -204,12 +210,14 @@ for so in $lost; do
 	*) lost_link+=("$so") ;;
 	esac
 done
-say "libraries of ${#elves[@]} programs: ${#ours[@]} from $([ -n "$libpath" ] && echo "the bundle" || echo "the build"), ${#theirs[@]} from this machine, ${#lost_link[@]} not found"
+say "libraries of ${#elves[@]} programs: ${#ours[@]} from $([ -n "$libpath" ] && echo "the bundle" || echo "the build"), ${#theirs[@]} from this machine, ${#lost_link[@]} not found, ${#load_errors[@]} load errors"
 say "  from $([ -n "$libpath" ] && echo "the bundle" || echo "the build"): ${ours[*]:-none}"
 say "  from this machine: ${theirs[*]:-none}"
 note "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 [ ${#lost_link[@]} -eq 0 ] ||
 	say "  NOT FOUND: ${lost_link[*]}: the programs that need them cannot start; add their folder to LD_LIBRARY_PATH"
+[ ${#load_errors[@]} -eq 0 ] ||
+	printf '%s\n' "${load_errors[@]}" | sort | uniq -c | while read -r n e; do say "  LOAD ERROR ($n programs): $e"; done
 if [ ${#lost_driver[@]} -eq 0 ]; then
 	say "  NVIDIA driver (dlopen): ${dlopened[*]} found"
 else
@@ -311,10 +319,15 @@ for ((i = 0; i < MANIFEST_COUNT; i++)); do
 		echo "---- $kind $name: $res (exit $rc) in $dt s, timeout $t s, in $wd"
 		echo "command: ${cmd[*]}"
 		echo "env: ${envs[*]}"
-		if [ "$(stat -c %s "$out")" -gt $((4 * 1048576)) ]; then
-			head -c 2097152 "$out"
-			echo "[... $(($(stat -c %s "$out") - 4194304)) bytes left out ...]"
-			tail -c 2097152 "$out"
+		# The device tool brings back files of 16 MiB at most: a check
+		# keeps 4 MiB of its output in the log, 256 KiB once it passes 8 MiB.
+		keep=$((2 * 1048576))
+		[ "$(stat -c %s "$log")" -lt $((8 * 1048576)) ] || keep=131072
+		size=$(stat -c %s "$out")
+		if [ "$size" -gt $((2 * keep)) ]; then
+			head -c "$keep" "$out"
+			echo "[... $((size - 2 * keep)) bytes left out ...]"
+			tail -c "$keep" "$out"
 		else
 			cat "$out"
 		fi
