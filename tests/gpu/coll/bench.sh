@@ -30,7 +30,7 @@ for np in 2 4; do
 		$1 ~ /^[0-9]+$/ {
 			n++
 			printf "%4d %10d %12.2f %12.2f %16.2f %10s\n", np, $1 / 1048576, $5, d2h,
-			       $5 / hi, $5 >= 2 * hi ? "yes" : "no"
+			       $5 / hi, ($5 >= 2 * hi) ? "yes" : "no"
 		}
 		END { if (n != 3) exit 1 }' "$TMP/np$np" || fail "np $np: figures missing: $(cat "$TMP/np$np")"
 done
