@@ -186,7 +186,10 @@ void mlrti_device_free(mlrt_comm *c)
 
 	if (d == NULL)
 		return;
-	mlrti_nccl_close(d->nccl);
+	/* Ranks free their communicators at about the same time (at
+	 * mlrt_finalize); a healthy one finalizes NCCL's within 10 s. */
+	mlrti_nccl_close(d->nccl, atomic_load(&c->failed) != MLRT_OK,
+	                 c->timeout_ms < 10000 ? c->timeout_ms : 10000);
 	mlrti_staged_close(d->staged);
 	mlrti_staged_close(d->staged_host);
 	free(d);

@@ -89,9 +89,10 @@ int mlrti_nccl_open(mlrt_comm *c, int device, mlrti_nccl **out);
  * and gives MLRT_ERR_PEER_LOST). */
 int mlrti_nccl_coll(mlrti_nccl *n, mlrt_comm *c, const mlrti_coll_args *a);
 
-/* Destroy (or, after a failure, abort) the NCCL communicator and free n.
- * NULL is fine. */
-void mlrti_nccl_close(mlrti_nccl *n);
+/* Finalize and destroy the NCCL communicator, or abort it when failed
+ * (or when finalizing takes over timeout_ms: it waits for every rank),
+ * and free n.  NULL is fine. */
+void mlrti_nccl_close(mlrti_nccl *n, int failed, int timeout_ms);
 
 /* ---- comm/collectives.c ---- */
 

@@ -215,23 +215,32 @@ fail:
 	return rc;
 }
 
-void mlrti_nccl_close(mlrti_nccl *n)
+void mlrti_nccl_close(mlrti_nccl *n, int failed, int timeout_ms)
 {
 	if (n == NULL)
 		return;
 	cudaSetDevice(n->device);
-	if (n->comm != NULL) {
-		/* Healthy: every collective has completed (each one is waited
-		 * for), so destroy does not wait for peers. */
-		ncclResult_t r = ncclCommDestroy(n->comm);
+	if (n->comm != NULL && !failed) {
+		/* Finalize waits until every rank's communicator is quiescent:
+		 * bounded, since a peer may never get there; abort after. */
+		int64_t deadline = mlrti_now_ms() + timeout_ms;
+		ncclResult_t st = ncclInProgress, r = ncclCommFinalize(n->comm);
 
-		if (r != ncclSuccess && r != ncclInProgress) {
-			mlrt_log(MLRT_LOG_WARN, "comm: ncclCommDestroy: %s; aborting instead",
-			         ncclGetErrorString(r));
-			ncclCommAbort(n->comm);
+		while (r == ncclSuccess && st == ncclInProgress && mlrti_now_ms() < deadline) {
+			r = ncclCommGetAsyncError(n->comm, &st);
+			if (st == ncclInProgress)
+				sched_yield();
 		}
-		n->comm = NULL;
+		if (r == ncclSuccess && st == ncclSuccess) {
+			ncclCommDestroy(n->comm);
+			n->comm = NULL;
+		} else {
+			mlrt_log(MLRT_LOG_WARN, "comm: NCCL communicator on device %d did not finalize "
+			                        "within %d ms (%s); aborting it", n->device, timeout_ms,
+			         ncclGetErrorString(r != ncclSuccess ? r : st));
+		}
 	}
+	nccl_abort(n);
 	if (n->tmp != NULL)
 		cudaFree(n->tmp);
 	if (n->stream != NULL)
@@ -449,9 +458,11 @@ int mlrti_nccl_coll(mlrti_nccl *n, mlrt_comm *c, const mlrti_coll_args *a)
 	return MLRT_ERR_UNSUPPORTED;
 }
 
-void mlrti_nccl_close(mlrti_nccl *n)
+void mlrti_nccl_close(mlrti_nccl *n, int failed, int timeout_ms)
 {
 	(void)n;
+	(void)failed;
+	(void)timeout_ms;
 }
 
 #endif
