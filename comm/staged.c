@@ -54,6 +54,9 @@ typedef struct stage_ops {
 	/* Block until the last copy into slot is complete: bounded by the
 	 * communicator's timeout; gives up when the communicator fails. */
 	int (*wait_in)(mlrti_staged *s, int slot);
+	/* Block until the last copy out of slot is complete (same bounds):
+	 * before the host writes a slot that no copy in has ordered. */
+	int (*wait_free)(mlrti_staged *s, int slot);
 	/* Block until every copy out of the staging slots is complete.  drain:
 	 * after a failure, wait at most DRAIN_MS, whatever the failed flag. */
 	int (*wait_out)(mlrti_staged *s, int drain);
@@ -140,6 +143,15 @@ static int host_wait_in(mlrti_staged *s, int slot)
 	return MLRT_OK;
 }
 
+static int host_wait_free(mlrti_staged *s, int slot)
+{
+	if (s->has_out[slot]) {
+		copy_now(&s->pend_out[slot]);
+		s->has_out[slot] = 0;
+	}
+	return MLRT_OK;
+}
+
 static int host_wait_out(mlrti_staged *s, int drain)
 {
 	for (int i = 0; i < 2; i++) {
@@ -164,6 +176,7 @@ static const stage_ops host_ops = {
 	.to_stage = host_to_stage,
 	.from_stage = host_from_stage,
 	.wait_in = host_wait_in,
+	.wait_free = host_wait_free,
 	.wait_out = host_wait_out,
 	.close = host_close,
 };
@@ -271,6 +284,13 @@ static int cuda_wait_in(mlrti_staged *s, int slot)
 	return cuda_poll(s, query_event, s->in_done[slot], "cudaEventQuery", 0);
 }
 
+static int cuda_wait_free(mlrti_staged *s, int slot)
+{
+	if (!s->out_recorded[slot])
+		return MLRT_OK;
+	return cuda_poll(s, query_event, s->out_done[slot], "cudaEventQuery", 0);
+}
+
 static int cuda_wait_out(mlrti_staged *s, int drain)
 {
 	int rc = cuda_poll(s, query_stream, s->out, "cudaStreamQuery", drain);
@@ -302,6 +322,7 @@ static const stage_ops cuda_ops = {
 	.to_stage = cuda_to_stage,
 	.from_stage = cuda_from_stage,
 	.wait_in = cuda_wait_in,
+	.wait_free = cuda_wait_free,
 	.wait_out = cuda_wait_out,
 	.close = cuda_close,
 };
@@ -502,8 +523,13 @@ int mlrti_staged_coll(mlrti_staged *s, mlrt_comm *c, const mlrti_coll_args *a)
 	for (size_t k = 0; k < p.nchunks && rc == MLRT_OK; k++) {
 		int slot = (int)(k & 1);
 
+		/* The slot is free for this chunk once the copy in has landed
+		 * (ordered after the slot's last copy out); with no copy in (a
+		 * broadcast's receivers), once that copy out is done. */
 		if (p.stage_in)
 			MLRTI_CHECK_GOTO(s->ops->wait_in(s, slot), rc, fail);
+		else
+			MLRTI_CHECK_GOTO(s->ops->wait_free(s, slot), rc, fail);
 		/* The next chunk's copy runs during this chunk's collective. */
 		if (k + 1 < p.nchunks && p.stage_in)
 			MLRTI_CHECK_GOTO(stage_in(s, &p, k + 1, slot ^ 1), rc, fail);

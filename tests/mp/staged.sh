@@ -3,14 +3,16 @@
 # chunked, pipelined code with memcpy copies (deferred to the latest
 # moment the pipeline allows, so that a missing wait gives wrong bits).
 #   1. coll_check (every collective, dtype, op, edge counts, in place,
-#      bitwise agreement) with 2, 3 and 4 ranks, with 4 KiB chunks (many
-#      chunks per collective) and with the default chunk;
+#      bitwise agreement) with 2, 3 and 4 ranks, with 4160-byte chunks
+#      (many chunks per collective; not a multiple of the 256-byte period
+#      of coll_check's broadcast data, so that a chunk written to another
+#      chunk's place shows) and with the default chunk;
 #   2. async_check (nonblocking collectives, groups, fusion) with 2 ranks;
 #   3. a rank killed during staged allreduces: the others get
 #      MLRT_ERR_PEER_LOST within 2 s.
 . "$(dirname "$0")/lib.sh"
 
-for chunk in 4096 default; do
+for chunk in 4160 default; do
 	extra=()
 	[ "$chunk" = default ] || extra=(MLRT_STAGE_CHUNK_BYTES="$chunk")
 	for np in 2 3 4; do
