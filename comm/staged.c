@@ -197,15 +197,25 @@ static int cuda_fail(const mlrti_staged *s, const char *call, cudaError_t e)
 	return e == cudaErrorMemoryAllocation ? MLRT_ERR_NOMEM : MLRT_ERR_UNAVAILABLE;
 }
 
+/* Pitches of 2D copies stay below this (CUDA bounds them). */
+#define MAX_PITCH ((size_t)1 << 30)
+
 static int cuda_copy(mlrti_staged *s, cudaStream_t st, const copy2d *d)
 {
-	cudaError_t e;
+	cudaError_t e = cudaSuccess;
 
-	if (d->rows == 1)
-		e = cudaMemcpyAsync(d->dst, d->src, d->width, cudaMemcpyDefault, st);
-	else
+	if (d->rows > 1 && d->dpitch <= MAX_PITCH && d->spitch <= MAX_PITCH)
 		e = cudaMemcpy2DAsync(d->dst, d->dpitch, d->src, d->spitch, d->width, d->rows,
 		                      cudaMemcpyDefault, st);
+	else
+		/* One row, or rows too far apart for a 2D copy: row by row. */
+		for (size_t r = 0; r < d->rows; r++) {
+			e = cudaMemcpyAsync((char *)d->dst + r * d->dpitch,
+			                    (const char *)d->src + r * d->spitch, d->width,
+			                    cudaMemcpyDefault, st);
+			if (e != cudaSuccess)
+				break;
+		}
 	return e == cudaSuccess ? MLRT_OK : cuda_fail(s, "cudaMemcpyAsync", e);
 }
 
