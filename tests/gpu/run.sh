@@ -9,3 +9,6 @@ meson compile -C build-gpu >/dev/null
 build-gpu/launcher/mlrun devices
 build-gpu/launcher/mlrun devices --json
 meson test -C build-gpu --print-errorlogs devices
+# Collectives on device memory (NCCL and staged), then their benchmark.
+meson test -C build-gpu --print-errorlogs --suite gpu coll_device coll_device_fault
+meson test -C build-gpu --benchmark --verbose --suite bench gpu_allreduce_staged
