@@ -422,14 +422,18 @@ int mlrti_nccl_coll(mlrti_nccl *n, mlrt_comm *c, const mlrti_coll_args *a)
 	}
 	if (r == ncclInProgress)
 		MLRTI_CHECK_GOTO(wait_ready(n, c, what, deadline), rc, fail);
+	MLRTI_CHECK_GOTO(wait_stream(n, c, what, deadline), rc, fail);
 	if (host_recv != NULL) {
+		/* Only now: a copy to pageable memory blocks the host until the
+		 * stream gets there, which must not be an unbounded wait on
+		 * peers. */
 		e = cudaMemcpyAsync(host_recv, recv, rbytes, cudaMemcpyDefault, n->stream);
 		if (e != cudaSuccess) {
 			rc = cuda_fail(n, what, "cudaMemcpyAsync", e);
 			goto fail;
 		}
+		MLRTI_CHECK_GOTO(wait_stream(n, c, what, deadline), rc, fail);
 	}
-	MLRTI_CHECK_GOTO(wait_stream(n, c, what, deadline), rc, fail);
 	return MLRT_OK;
 fail:
 	/* Whatever went wrong, peers may wait in this collective: abort, so
