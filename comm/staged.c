@@ -397,9 +397,14 @@ int mlrti_staged_open(mlrt_comm *c, int device, mlrti_staged **out)
 		goto fail;
 #endif
 	}
-	mlrt_log(MLRT_LOG_DEBUG, "comm: staged collectives on %s%d: 2 x %zu bytes of staging, chunks "
-	                         "of %zu bytes, %s copies", device < 0 ? "host " : "device ",
-	         device, s->slot_bytes, s->chunk_bytes, s->ops->name);
+	if (device < 0)
+		mlrt_log(MLRT_LOG_DEBUG, "comm: staged collectives on host memory: 2 x %zu bytes of "
+		                         "staging, chunks of %zu bytes, %s copies", s->slot_bytes,
+		         s->chunk_bytes, s->ops->name);
+	else
+		mlrt_log(MLRT_LOG_DEBUG, "comm: staged collectives on device %d: 2 x %zu bytes of "
+		                         "staging, chunks of %zu bytes, %s copies", device,
+		         s->slot_bytes, s->chunk_bytes, s->ops->name);
 	*out = s;
 	return MLRT_OK;
 fail:
@@ -416,6 +421,10 @@ void mlrti_staged_close(mlrti_staged *s)
 	if (s == NULL)
 		return;
 	s->what = "close";
+#if HAVE_CUDA
+	if (s->device >= 0)
+		cudaSetDevice(s->device);
+#endif
 	s->ops->wait_out(s, 1);
 	s->ops->close(s);
 	free(s);

@@ -23,7 +23,7 @@ for chunk in 4160 default; do
 		grep -q "coll_check: $np ranks: all collectives match the reference" "$TMP/out" ||
 			fail "np $np chunk $chunk: $(cat "$TMP/out")"
 		# The staged path really ran, on every rank.
-		n=$(grep -c "comm: staged collectives on host -1: .* memcpy copies" "$TMP/err")
+		n=$(grep -c "comm: staged collectives on host memory: .* memcpy copies" "$TMP/err")
 		[ "$n" -eq "$np" ] || fail "np $np: staged path set up on $n ranks, want $np: $(head -c 2000 "$TMP/err")"
 		echo "ok: coll_check np $np, staged-host, chunk $chunk"
 	done
