@@ -5,9 +5,9 @@
  * same collectives in the same order.  Requests issued inside a group are
  * released together at mlrt_group_end with a group number; the thread
  * fuses consecutive allreduces of one group (same dtype and op) into one
- * buffer of at most fusion_bytes (requests on device memory run
- * unfused).  Fusion depends only on what was
- * issued, never on timing, so every rank fuses alike. */
+ * buffer of at most fusion_bytes; requests on device memory run unfused.
+ * Fusion depends only on what was issued, never on timing, so every rank
+ * fuses alike. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>

@@ -13,8 +13,8 @@
 #include "comm/algo.h"
 #include "comm/async.h"
 #include "comm/device.h"
-#include "runtime/devptr.h"
 #include "runtime/common.h"
+#include "runtime/devptr.h"
 #include "runtime/reduce.h"
 
 /* Crossovers measured with bench_allreduce at 4 ranks on the 2-core
