@@ -53,7 +53,7 @@ if [ "${1:-}" = fault ]; then
 	*"peer lost"*) ;;
 	*) fail "rank 0: $line (want peer lost)" ;;
 	esac
-	at=$(echo "$line" | sed 's/.* failed at \([0-9]*\) .*/\1/')
+	at=$(echo "$line" | sed 's/.* failed at \([0-9]*\).*/\1/')
 	took=$((at - killed_at))
 	echo "ok: rank 0: MLRT_ERR_PEER_LOST $took ms after the kill (staged device allreduce)"
 	[ $took -lt 5000 ] || fail "rank 0 took $took ms to notice (want < 5000)"

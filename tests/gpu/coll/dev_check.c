@@ -6,7 +6,9 @@
  *                                 write DIR/pid-r<R>, then allreduce 16 MiB
  *                                 of device memory over and over; when one
  *                                 fails print "spin: rank R failed at
- *                                 <wall ms>: <error>" and exit 3
+ *                                 <wall ms>: <error>" and exit 3 (SIGTERM
+ *                                 is ignored: survivors must leave through
+ *                                 the error)
  *
  * Each rank uses device local_rank % device_count, fills device buffers
  * from a host reference (small integers, so that every reduction order is
@@ -22,6 +24,7 @@
  * op exactly).  Exit 0 when everything matched; each mismatch printed. */
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -501,6 +504,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "dev_check: no CUDA device here: skipped\n");
 		return 77;
 	}
+	/* spin: mlrun stops the survivors with SIGTERM when a rank dies;
+	 * they must leave through the collective's error instead. */
+	if (argc == 3 && strcmp(argv[1], "spin") == 0)
+		signal(SIGTERM, SIG_IGN);
 	rc = mlrt_init(&ctx);
 	if (rc != MLRT_OK) {
 		fprintf(stderr, "dev_check: mlrt_init: %s\n", mlrt_strerror(rc));
