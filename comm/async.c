@@ -5,14 +5,16 @@
  * same collectives in the same order.  Requests issued inside a group are
  * released together at mlrt_group_end with a group number; the thread
  * fuses consecutive allreduces of one group (same dtype and op) into one
- * buffer of at most fusion_bytes.  Fusion depends only on what was
- * issued, never on timing, so every rank fuses alike. */
+ * buffer of at most fusion_bytes; requests on device memory run unfused.
+ * Fusion depends only on what was issued, never on timing, so every rank
+ * fuses alike. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "comm/async.h"
 #include "runtime/common.h"
+#include "runtime/devptr.h"
 
 struct mlrt_request {
 	mlrti_coll_args a;
@@ -48,13 +50,22 @@ static void push(mlrt_request **head, mlrt_request **tail, mlrt_request *r)
 	*tail = r;
 }
 
+/* Device memory is never packed into the (host) fusion buffer: such a
+ * request runs on its own, through the device path. */
+static int on_device(const mlrt_request *r)
+{
+	return mlrti_device_of(r->a.send) >= 0 ||
+	       (r->a.recv != r->a.send && mlrti_device_of(r->a.recv) >= 0);
+}
+
 static int fusable(const mlrt_comm *c, const mlrt_request *first, const mlrt_request *r,
                    size_t total)
 {
 	size_t bytes = r->a.count * mlrt_dtype_size(r->a.t);
 
 	return r->group != 0 && r->group == first->group && r->a.coll == MLRTI_COLL_ALLREDUCE &&
-	       r->a.t == first->a.t && r->a.op == first->a.op && total + bytes <= c->fusion_bytes;
+	       r->a.t == first->a.t && r->a.op == first->a.op && total + bytes <= c->fusion_bytes &&
+	       !on_device(r);
 }
 
 /* Make room for bytes in the fusion buffer (touched once when grown). */

@@ -12,7 +12,9 @@
 
 #include "comm/algo.h"
 #include "comm/async.h"
+#include "comm/device.h"
 #include "runtime/common.h"
+#include "runtime/devptr.h"
 #include "runtime/reduce.h"
 
 /* Crossovers measured with bench_allreduce at 4 ranks on the 2-core
@@ -141,7 +143,9 @@ static int run_reduce_scatter(mlrt_comm *c, const mlrti_coll_args *a, size_t byt
 	return mlrti_reduce_scatter_ring(c, a->send, a->recv, a->count, a->t, a->op);
 }
 
-int mlrti_coll_run(mlrt_comm *c, const mlrti_coll_args *a)
+/* One host collective, numbered; counted in the statistics unless it is
+ * a piece of a staged device collective (counted once by its caller). */
+static int run_host(mlrt_comm *c, const mlrti_coll_args *a, int counted)
 {
 	size_t bytes = a->count * mlrt_dtype_size(a->t);
 	int rc = atomic_load(&c->failed);
@@ -151,7 +155,8 @@ int mlrti_coll_run(mlrt_comm *c, const mlrti_coll_args *a)
 	c->seq++;
 	c->cur_coll = a->coll;
 	atomic_store(&c->started_seq, c->seq);
-	atomic_fetch_add(&c->collectives, 1);
+	if (counted)
+		atomic_fetch_add(&c->collectives, 1);
 	switch (a->coll) {
 	case MLRTI_COLL_ALLREDUCE:
 		rc = run_allreduce(c, a, bytes);
@@ -182,6 +187,30 @@ int mlrti_coll_run(mlrt_comm *c, const mlrti_coll_args *a)
 		atomic_store(&c->done_seq, c->seq);
 	}
 	return rc;
+}
+
+int mlrti_coll_run_host(mlrt_comm *c, const mlrti_coll_args *a)
+{
+	return run_host(c, a, 1);
+}
+
+int mlrti_coll_run_piece(mlrt_comm *c, const mlrti_coll_args *a)
+{
+	return run_host(c, a, 0);
+}
+
+int mlrti_coll_run(mlrt_comm *c, const mlrti_coll_args *a)
+{
+	/* Device memory (either buffer) takes the device path; the host
+	 * path's only cost is asking where each pointer lives. */
+	if (a->coll != MLRTI_COLL_BARRIER && a->count > 0) {
+		int sdev = mlrti_device_of(a->send);
+		int rdev = a->recv == a->send ? sdev : mlrti_device_of(a->recv);
+
+		if (sdev >= 0 || rdev >= 0 || c->device_mode == MLRTI_DEVICE_STAGED_HOST)
+			return mlrti_device_coll_run(c, a, sdev, rdev);
+	}
+	return mlrti_coll_run_host(c, a);
 }
 
 /* A blocking collective: run it here, or, once the communicator has a

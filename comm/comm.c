@@ -10,6 +10,7 @@
 
 #include "comm/async.h"
 #include "comm/comm.h"
+#include "comm/device.h"
 #include "runtime/common.h"
 
 #define WATCHDOG_PERIOD_MS 250
@@ -319,6 +320,7 @@ static int read_fusion_bytes(mlrt_comm *c)
 int mlrti_comm_create(mlrt_store *store, const char *store_addr, const char *gen_prefix,
                       const char *name, int rank, int size, int timeout_ms, mlrt_comm **out)
 {
+	mlrti_device_mode mode;
 	mlrt_comm *c;
 	int rc;
 
@@ -345,6 +347,8 @@ int mlrti_comm_create(mlrt_store *store, const char *store_addr, const char *gen
 	}
 	MLRTI_CHECK_GOTO(alloc_scratch(c), rc, fail);
 	MLRTI_CHECK_GOTO(read_fusion_bytes(c), rc, fail);
+	MLRTI_CHECK_GOTO(mlrti_device_mode_read(&mode), rc, fail);
+	c->device_mode = (int)mode;
 	if (size > 1) {
 		MLRTI_CHECK_GOTO(exchange_members(c), rc, fail);
 		MLRTI_CHECK_GOTO(open_transports(c), rc, fail);
@@ -367,6 +371,9 @@ void mlrti_comm_free(mlrt_comm *c)
 	if (c == NULL)
 		return;
 	mlrti_async_stop(c);
+	/* Before the transports: an NCCL or staged collective never runs
+	 * after this, and their buffers go first. */
+	mlrti_device_free(c);
 	if (c->watchdog_running) {
 		if (write(c->watchdog_pipe[1], "x", 1) < 0)
 			mlrt_log(MLRT_LOG_WARN, "comm: cannot stop the watchdog: %s", strerror(errno));

@@ -70,6 +70,8 @@ struct mlrt_comm {
 	atomic_ullong fused_requests;   /* requests carried by another's collective */
 
 	void *async;                    /* async.c's queue and thread, once started */
+	int device_mode;                /* mlrti_device_mode (comm/device.h): MLRT_DEVICE_COLL */
+	void *device;                   /* device.c's state, from the first device collective */
 	size_t fusion_bytes;            /* tensor fusion threshold */
 
 	pthread_t watchdog;

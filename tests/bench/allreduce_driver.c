@@ -39,10 +39,11 @@ struct ar_opts {
 	int iters;  /* timed iterations per size; 0: from target_s */
 	int warmup; /* most warm-up iterations per size */
 	double target_s;
+	int device; /* -d: device buffers */
 };
 
 static const char usage_text[] =
-	"usage: %s [-b MIN] [-e MAX] [-n ITERS] [-w WARMUP] [-t SECONDS]\n"
+	"usage: %s [-b MIN] [-e MAX] [-n ITERS] [-w WARMUP] [-t SECONDS] [-d]\n"
 	"  -b MIN      smallest message in bytes, K/M/G suffixes allowed (default 4K)\n"
 	"  -e MAX      largest message (default 256M); sizes double from MIN\n"
 	"  -n ITERS    timed iterations per size (default: as many as fit in -t, at\n"
@@ -50,6 +51,7 @@ static const char usage_text[] =
 	"  -w WARMUP   most untimed warm-up iterations per size, after the checked\n"
 	"              one (default 5, fewer where they would take over %.2f s)\n"
 	"  -t SECONDS  time to spend on the timed iterations of each size (default 0.3)\n"
+	"  -d          send and receive buffers in device (GPU) memory\n"
 	"Prints one line per size: size count time_us algbw_GBs busbw_GBs iters\n"
 	"rss0_MiB rss_max_MiB.  float32 sum, out of place.\n";
 
@@ -105,10 +107,19 @@ static int parse_opts(const struct ar_backend *b, int argc, char **argv, struct 
 	int ch;
 
 	*o = (struct ar_opts){.min_bytes = 4096, .max_bytes = (size_t)256 << 20, .iters = 0,
-			      .warmup = 5, .target_s = 0.3};
+			      .warmup = 5, .target_s = 0.3, .device = 0};
 	opterr = b->rank == 0;
-	while ((ch = getopt(argc, argv, "b:e:n:w:t:h")) != -1) {
+	while ((ch = getopt(argc, argv, "b:e:n:w:t:dh")) != -1) {
 		switch (ch) {
+		case 'd':
+			if (b->dev_alloc == NULL) {
+				if (b->rank == 0)
+					fprintf(stderr, "%s: -d: %s has no device memory support\n", argv[0],
+						b->name);
+				return 2;
+			}
+			o->device = 1;
+			break;
 		case 'b':
 			if (parse_size(optarg, &o->min_bytes) != 0)
 				goto usage;
@@ -205,6 +216,19 @@ static int report_failure(const struct ar_backend *b, const char *what, size_t b
 	return 1;
 }
 
+/* With -d: copy the device result d_recv into recv for the check.
+ * Returns 0, or 1 with a message. */
+static int fetch(const struct ar_backend *b, const struct ar_opts *o, float *recv,
+		 const float *d_recv, size_t bytes)
+{
+	int rc;
+
+	if (!o->device)
+		return 0;
+	rc = b->dev_get(b->state, recv, d_recv, bytes);
+	return rc == 0 ? 0 : report_failure(b, "copy from the device", bytes, rc);
+}
+
 /* Warm-up iterations after a checked one that took t0 seconds (slowest
  * rank): up to o->warmup, but no more than fit in WARMUP_TARGET_S, and at
  * least one when o->warmup allows any. */
@@ -270,7 +294,7 @@ int ar_bench_main(const struct ar_backend *b, int argc, char **argv)
 	double busbw_factor = b->size > 1 ? 2.0 * (b->size - 1) / b->size : 0.0;
 	double *times = NULL, rss0 = 0.0, rss_max = 0.0;
 	size_t top = 0, times_cap = 0;
-	float *send = NULL, *recv = NULL;
+	float *send = NULL, *recv = NULL, *d_send = NULL, *d_recv = NULL, *c_send, *c_recv;
 	struct ar_opts o;
 	int rc, status = 1;
 
@@ -288,11 +312,28 @@ int ar_bench_main(const struct ar_backend *b, int argc, char **argv)
 	for (size_t i = 0; i < top / sizeof(float); i++)
 		send[i] = (float)(b->rank + 1);
 	memset(recv, 0, top);
+	if (o.device) {
+		/* The collectives get device buffers; send and recv stay as the
+		 * host copies that fill and check them. */
+		d_send = b->dev_alloc(b->state, top);
+		d_recv = b->dev_alloc(b->state, top);
+		if (d_send == NULL || d_recv == NULL)
+			goto fail;
+		rc = b->dev_put(b->state, d_send, send, top);
+		if (rc == 0)
+			rc = b->dev_put(b->state, d_recv, recv, top);
+		if (rc != 0) {
+			report_failure(b, "copy to the device", top, rc);
+			goto fail;
+		}
+	}
+	c_send = o.device ? d_send : send;
+	c_recv = o.device ? d_recv : recv;
 
 	if (b->rank == 0) {
-		printf("# %s allreduce: float32 sum, out of place, %d ranks; time = median over the "
-		       "timed iterations of the slowest rank's time\n",
-		       b->name, b->size);
+		printf("# %s allreduce: float32 sum, out of place, %s buffers, %d ranks; time = median "
+		       "over the timed iterations of the slowest rank's time\n",
+		       b->name, o.device ? "device" : "host", b->size);
 		printf("# algbw = size/time, busbw = algbw * 2(n-1)/n, GB = 1e9 bytes; rss0 = rank "
 		       "0's peak RSS, rss_max = the largest over ranks (MiB, 2 x %.1f MiB of it "
 		       "buffers)\n",
@@ -310,18 +351,24 @@ int ar_bench_main(const struct ar_backend *b, int argc, char **argv)
 		/* recv still holds the previous size's (right) answer: spoil it
 		 * (0xff.. is a NaN) so that the check sees this size's result. */
 		memset(recv, 0xff, bytes);
+		if (o.device && (rc = b->dev_put(b->state, d_recv, recv, bytes)) != 0) {
+			report_failure(b, "copy to the device", bytes, rc);
+			goto fail;
+		}
 		rc = b->barrier(b->state);
 		if (rc != 0) {
 			report_failure(b, "barrier", bytes, rc);
 			goto fail;
 		}
 		t = now_s();
-		rc = b->allreduce_f32_sum(b->state, send, recv, count);
+		rc = b->allreduce_f32_sum(b->state, c_send, c_recv, count);
 		t = now_s() - t;
 		if (rc != 0) {
 			report_failure(b, "allreduce", bytes, rc);
 			goto fail;
 		}
+		if (fetch(b, &o, recv, d_recv, bytes) != 0)
+			goto fail;
 		wrong = check_result(b, recv, count, want, "of the first iteration");
 		/* Agree on the time and on whether every rank got it right, so
 		 * that all stop together after a wrong result. */
@@ -344,7 +391,7 @@ int ar_bench_main(const struct ar_backend *b, int argc, char **argv)
 		if (nw > 0) {
 			if (grow_times(b, &times, &times_cap, (size_t)nw) != 0)
 				goto fail;
-			if (time_allreduces(b, send, recv, count, times, nw) != 0)
+			if (time_allreduces(b, c_send, c_recv, count, times, nw) != 0)
 				goto fail;
 			/* The median, so that one slow warm-up iteration (a busy
 			 * machine) does not cut the timed iterations short. */
@@ -366,7 +413,9 @@ int ar_bench_main(const struct ar_backend *b, int argc, char **argv)
 			report_failure(b, "barrier", bytes, rc);
 			goto fail;
 		}
-		if (time_allreduces(b, send, recv, count, times, n) != 0)
+		if (time_allreduces(b, c_send, c_recv, count, times, n) != 0)
+			goto fail;
+		if (fetch(b, &o, recv, d_recv, bytes) != 0)
 			goto fail;
 		/* One reduction carries the timings, the peak RSS and whether
 		 * the last result was right. */
@@ -403,6 +452,10 @@ int ar_bench_main(const struct ar_backend *b, int argc, char **argv)
 	}
 	status = 0;
 fail:
+	if (b->dev_free != NULL) {
+		b->dev_free(b->state, d_send);
+		b->dev_free(b->state, d_recv);
+	}
 	free(times);
 	free(recv);
 	free(send);

@@ -27,6 +27,16 @@ struct ar_backend {
 	int (*barrier)(void *state);
 	/* Text for an error code returned by the members above. */
 	const char *(*strerror)(int rc);
+
+	/* Device memory, for -d (the collectives then get device buffers).
+	 * NULL when the backend has none: -d is refused.  dev_alloc returns
+	 * bytes of device memory or NULL (having said why on stderr);
+	 * dev_put / dev_get copy host to device / device to host, blocking,
+	 * returning 0 or an error code for strerror; dev_free takes NULL. */
+	void *(*dev_alloc)(void *state, size_t bytes);
+	int (*dev_put)(void *state, void *dst, const void *src, size_t bytes);
+	int (*dev_get)(void *state, void *dst, const void *src, size_t bytes);
+	void (*dev_free)(void *state, void *p);
 };
 
 /* Parse the command line (see usage in allreduce_driver.c), run the sweep
