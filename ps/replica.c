@@ -105,33 +105,46 @@ int mlrti_ps_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup)
 	return MLRT_OK;
 }
 
+/* Orders are not answered (that would double the messages of a push):
+ * a primary that sent some asks the store every FORWARD_CHECK_MS whether
+ * its backups are down (mlrti_ps_check_order_backups), and an order that
+ * cannot be queued (the backup's queue is full) is an error. */
 int mlrti_ps_order(mlrti_ps_server *s, const mlrti_ps_held *r, int backup)
 {
 	void *sock = peer_socket(s, backup);
-	mlrti_ps_ack *a;
 	mlrti_ps_hdr h = r->h;
 	char buf[1024];
 	size_t len;
 
-	if (sock == NULL || (a = calloc(1, sizeof(*a))) == NULL)
-		return MLRT_ERR_IO;
 	h.op = MLRTI_PS_ORDER;
-	h.id = a->fid = ++s->next_fwd;
+	h.id = ++s->next_fwd;
 	h.nkeys = 0;
 	h.has_copy = 0;
-	if (mlrti_ps_hdr_encode(&h, 0, buf, sizeof(buf), &len) != MLRT_OK ||
-	    zmq_send(sock, buf, len, 0) < 0) {
-		free(a);
+	if (sock == NULL || mlrti_ps_hdr_encode(&h, 0, buf, sizeof(buf), &len) != MLRT_OK ||
+	    zmq_send(sock, buf, len, ZMQ_DONTWAIT) < 0)
 		return MLRT_ERR_IO;
-	}
-	a->quiet = 1;
-	zmq_msg_init(&a->route);
-	a->h = r->h;
-	a->backup = backup;
-	a->since = mlrti_now_ms();
-	a->next = s->acks;
-	s->acks = a;
+	s->ordered = 1;
 	return MLRT_OK;
+}
+
+void mlrti_ps_check_order_backups(mlrti_ps_server *s)
+{
+	int64_t now = mlrti_now_ms();
+
+	if (!s->ordered || now < s->next_order_check)
+		return;
+	s->ordered = 0;
+	s->next_order_check = now + FORWARD_CHECK_MS;
+	for (int rg = 0; rg < s->nservers; rg++) {
+		mlrti_ps_range *g = &s->ranges[rg];
+
+		if (g->role != MLRTI_PS_PRIMARY || g->backup < 0 || !is_down(s, g->backup))
+			continue;
+		mlrt_log(MLRT_LOG_WARN, "ps: server %d: backup server %d of range %d is down; "
+		         "the range goes on without a copy", s->index, g->backup, rg);
+		g->backup = -1;
+		mlrti_ps_publish_range(s, rg);
+	}
 }
 
 int mlrti_ps_forward_quiet(mlrti_ps_server *s, mlrti_ps_held *r, int backup)
@@ -156,12 +169,7 @@ void mlrti_ps_forward_done(mlrti_ps_server *s, uint64_t fid, int status, const c
 		if (a->fid != fid)
 			continue;
 		*pp = a->next;
-		if (!a->quiet)
-			mlrti_ps_reply_to(s, &a->route, &a->h, status, msg, NULL);
-		else if (status != MLRT_OK)
-			mlrt_log(MLRT_LOG_WARN, "ps: server %d: backup %d refused the order of worker "
-			         "%d's push %" PRIu64 " to range %d: %s", s->index, a->backup,
-			         a->h.worker, a->h.seq, a->h.range, msg ? msg : mlrt_strerror(status));
+		mlrti_ps_reply_to(s, &a->route, &a->h, status, msg, NULL);
 		mlrti_ps_ack_free(a);
 		return;
 	}
@@ -197,8 +205,7 @@ void mlrti_ps_check_backups(mlrti_ps_server *s)
 			mlrti_ps_publish_range(s, a->h.range);
 		}
 		*pp = a->next;
-		if (!a->quiet)
-			mlrti_ps_reply_to(s, &a->route, &a->h, MLRT_OK, NULL, NULL);
+		mlrti_ps_reply_to(s, &a->route, &a->h, MLRT_OK, NULL, NULL);
 		mlrti_ps_ack_free(a);
 	}
 }

@@ -500,11 +500,17 @@ static void on_push(mlrti_ps_server *s, mlrti_ps_held *r)
 
 	if (rc < 0) {
 		reply(s, r, rc, why, NULL);
-	} else if (rc == 1 && g->backup >= 0 && r->h.has_copy && r->h.copy_to == g->backup &&
-	           mlrti_ps_order(s, r, g->backup) == MLRT_OK) {
+	} else if (rc == 1 && g->backup >= 0 && r->h.has_copy && r->h.copy_to == g->backup) {
 		/* The backup has the worker's copy (the worker waits for its
-		 * answer too) and takes it in this order. */
+		 * answer too) and takes it in this order.  Answer first: the
+		 * worker waits for that, not for the order. */
 		reply(s, r, MLRT_OK, NULL, NULL);
+		if (mlrti_ps_order(s, r, g->backup) != MLRT_OK) {
+			mlrt_log(MLRT_LOG_WARN, "ps: server %d: cannot reach backup %d; range %d goes "
+			         "on without a copy", s->index, g->backup, rg);
+			g->backup = -1;
+			mlrti_ps_publish_range(s, rg);
+		}
 	} else if (rc == 1 && g->backup >= 0 && mlrti_ps_forward(s, r, g->backup) == MLRT_OK) {
 		/* acknowledged by forward_done or check_backups */
 	} else {
@@ -614,9 +620,8 @@ void mlrti_ps_take_copies(mlrti_ps_server *s, int rg)
 /* From the primary of a range this server backs up: a push forwarded
  * (when the worker sent no copy here) or an order to take a copy.  Both
  * are taken in the order they come, after the snapshot when one is on its
- * way.  Orders are answered at once (the primary only learns that this
- * server is alive); forwards once taken. */
-static void on_forward(mlrti_ps_server *s, mlrti_ps_held *r, int answered)
+ * way.  Forwards are answered once taken, orders not at all. */
+static void on_forward(mlrti_ps_server *s, mlrti_ps_held *r)
 {
 	int rg = r->h.range;
 
@@ -624,13 +629,14 @@ static void on_forward(mlrti_ps_server *s, mlrti_ps_held *r, int answered)
 		char why[MLRTI_PS_MSG_MAX];
 
 		snprintf(why, sizeof(why), "server %d is not the backup of range %d", s->index, rg);
-		if (!answered)
+		if (r->h.op == MLRTI_PS_FORWARD)
 			reply(s, r, MLRT_ERR_INVALID, why, NULL);
+		else
+			mlrt_log(MLRT_LOG_WARN, "ps: %s: dropped an order from server %d", why,
+			         s->ranges[rg].primary);
 		held_free(r);
 		return;
 	}
-	if (r->h.op == MLRTI_PS_ORDER && !answered)
-		reply(s, r, MLRT_OK, NULL, NULL);
 	if (s->ranges[rg].catching_up) { /* taken once the snapshot is in */
 		append(&s->early, r);
 		return;
@@ -733,7 +739,7 @@ static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
 		return;
 	}
 	if (r->h.op == MLRTI_PS_FORWARD || r->h.op == MLRTI_PS_ORDER) {
-		on_forward(s, r, 0);
+		on_forward(s, r);
 		return;
 	}
 	if (r->h.op == MLRTI_PS_COPY) {
@@ -1029,7 +1035,7 @@ static void take_early(mlrti_ps_server *s, int rg)
 		if (r->h.range == rg && r->h.op == MLRTI_PS_COPY) {
 			on_copy(s, r, 1);
 		} else if (r->h.range == rg) {
-			on_forward(s, r, r->h.op == MLRTI_PS_ORDER);
+			on_forward(s, r);
 		} else {
 			*keep = r;
 			keep = &r->next;
@@ -1134,6 +1140,7 @@ int mlrt_ps_serve(mlrt_ctx *ctx)
 		poll_once(&s);
 		if (s.acks != NULL)
 			mlrti_ps_check_backups(&s);
+		mlrti_ps_check_order_backups(&s);
 		if (s.ckpt_dir != NULL && s.have_opts && mlrti_now_ms() >= s.next_save) {
 			mlrti_ps_save_shard(&s);
 			s.next_save = mlrti_now_ms() + s.ckpt_ms;

@@ -45,10 +45,8 @@ typedef struct mlrti_ps_held {
 	struct mlrti_ps_held *next;
 } mlrti_ps_held;
 
-/* A push taken as primary whose acknowledgement waits for the backup,
- * or (quiet) an order sent to the backup, kept to notice a dead backup. */
+/* A push taken as primary whose acknowledgement waits for the backup. */
 typedef struct mlrti_ps_ack {
-	int quiet;        /* an order: the worker was answered already */
 	zmq_msg_t route;  /* the worker's routing frame */
 	mlrti_ps_hdr h;   /* the worker's request */
 	uint64_t fid;     /* id of the forward */
@@ -93,6 +91,8 @@ typedef struct mlrti_ps_server {
 	int rejoin;                /* started again after a death (MLRT_PS_REJOIN) */
 	mlrti_ps_ack *acks; /* pushes waiting for their backup */
 	int64_t next_backup_check;
+	int ordered;                /* orders sent since the last look for down backups */
+	int64_t next_order_check;
 	uint64_t next_fwd;
 	float *vals;      /* aligned copy of a push's values (check_payload) */
 	size_t cap_vals;
@@ -132,6 +132,9 @@ int mlrti_ps_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup);
 int mlrti_ps_forward_quiet(mlrti_ps_server *s, mlrti_ps_held *r, int backup);
 /* Tell backup, which has the worker's copy of push r, to take it now. */
 int mlrti_ps_order(mlrti_ps_server *s, const mlrti_ps_held *r, int backup);
+/* After orders: a backup marked down leaves its range without a copy (at
+ * most every 100 ms, one store lookup per range). */
+void mlrti_ps_check_order_backups(mlrti_ps_server *s);
 /* The backup answered forward fid. */
 void mlrti_ps_forward_done(mlrti_ps_server *s, uint64_t fid, int status, const char *msg);
 /* Acknowledge the pushes waiting on a backup that is down (at most every
