@@ -12,6 +12,7 @@
 #   MLRUN, BENCH_MLRT, BENCH_MPI  mlrun, bench_allreduce, mpi_allreduce
 #                                 (default: under build/ of this checkout)
 #   BENCH_NP="2 4 8"              numbers of ranks
+#   BENCH_PAIRS="tcp shm"         pairings to run (tcp: both over TCP; shm: defaults)
 #   BENCH_REPS=3                  runs of each configuration
 #   BENCH_MIN=4096 BENCH_MAX=268435456
 #                                 message sizes in bytes (K/M/G allowed)
@@ -155,7 +156,7 @@ echo "# allreduce: mlrt vs Open MPI, float32 sum; sizes $min..$max bytes; np: $n
 echo "# host $(hostname), $(nproc) CPUs; $(mpirun --version 2>/dev/null | head -n 1)"
 : >"$TMP/summary"
 
-for pair in tcp shm; do
+for pair in ${BENCH_PAIRS:-tcp shm}; do
 	for np in $np_list; do
 		if [ "$pair" = tcp ]; then
 			mlrt_env=(env MLRT_TRANSPORT=tcp)
