@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include <zmq.h>
 
 #include <mlrt/ps.h>
@@ -27,6 +29,7 @@
 #include "runtime/common.h"
 #include "runtime/ctx.h"
 
+#define DRAIN_MAX 64 /* replies taken from one socket between polls */
 #define FAILOVER_CHECK_MS 50 /* a request unanswered this long: is its server down? */
 #define LEND_MIN_BYTES (64 * 1024) /* push values from this size go out without a copy */
 
@@ -529,17 +532,38 @@ static int check_servers(mlrt_ps *ps)
 	return MLRT_OK;
 }
 
+/* Whether a message waits on sock (ZeroMQ's own state). */
+static int readable(void *sock)
+{
+	int events = 0;
+	size_t len = sizeof(events);
+
+	return zmq_getsockopt(sock, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
+}
+
+/* A server that request q still waits on (its primary or its copy's
+ * backup), or -1. */
+static int owed_by(const mlrt_ps *ps, const request *q)
+{
+	for (int rg = 0; rg < ps->nservers; rg++) {
+		if (q->parts[rg].waiting)
+			return ps->primary[rg];
+		if (q->parts[rg].copy_waiting)
+			return q->parts[rg].copy;
+	}
+	return -1;
+}
+
 /* Receive replies until ticket has completed or deadline (ms) passes;
  * every FAILOVER_CHECK_MS without a reply, look for dead servers. */
 static int progress(mlrt_ps *ps, int64_t ticket, int64_t deadline)
 {
-	zmq_pollitem_t items[ps->nservers];
 	int64_t check_at = mlrti_now_ms() + FAILOVER_CHECK_MS;
 
 	for (;;) {
 		request *q = &ps->slot[ticket % MLRT_PS_MAX_INFLIGHT];
 		int64_t now = mlrti_now_ms(), left = deadline - now;
-		int got;
+		int took = 0, wait_ms, s;
 
 		if (q->ticket != ticket || q->pending == 0)
 			return MLRT_OK;
@@ -554,15 +578,21 @@ static int progress(mlrt_ps *ps, int64_t ticket, int64_t deadline)
 			}
 			check_at = now + FAILOVER_CHECK_MS;
 		}
-		for (int s = 0; s < ps->nservers; s++)
-			items[s] = (zmq_pollitem_t){.socket = ps->sock[s], .events = ZMQ_POLLIN};
-		got = zmq_poll(items, ps->nservers, (long)(left < FAILOVER_CHECK_MS ? left
-		                                                                    : FAILOVER_CHECK_MS));
-		if (got < 0 && zmq_errno() != EINTR)
-			break;
-		for (int s = 0; s < ps->nservers; s++)
-			if (items[s].revents & ZMQ_POLLIN)
+		/* Take every answer already in, then sleep in a receive on a
+		 * socket this request waits on: one wake-up per answer, not the
+		 * system calls of zmq_poll over every socket. */
+		for (s = 0; s < ps->nservers; s++)
+			for (int k = 0; k < DRAIN_MAX && readable(ps->sock[s]); k++, took++)
 				take_reply(ps, s);
+		if (took > 0)
+			continue;
+		if ((s = owed_by(ps, q)) < 0) { /* cannot be: pending counts parts owed */
+			usleep(1000);
+			continue;
+		}
+		wait_ms = (int)(left < FAILOVER_CHECK_MS ? left : FAILOVER_CHECK_MS);
+		zmq_setsockopt(ps->sock[s], ZMQ_RCVTIMEO, &wait_ms, sizeof(wait_ms));
+		take_reply(ps, s);
 	}
 	mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: no answer within %d ms (request %" PRId64 ")",
 	         ps->worker, ps->opts.timeout_ms, ticket);

@@ -57,7 +57,10 @@ static void *peer_socket(mlrti_ps_server *s, int i)
 	return s->peer[i];
 }
 
-/* Send push r's frames to backup as a forward; its id in *fid. */
+int mlrti_ps_flush_orders(mlrti_ps_server *s, int backup);
+
+/* Send push r's frames to backup as a forward (after the orders before
+ * it); its id in *fid. */
 static int send_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup, uint64_t *fid)
 {
 	void *sock = peer_socket(s, backup);
@@ -65,7 +68,7 @@ static int send_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup, uint64
 	char buf[1024];
 	size_t len;
 
-	if (sock == NULL)
+	if (sock == NULL || mlrti_ps_flush_orders(s, backup) != MLRT_OK)
 		return MLRT_ERR_UNAVAILABLE;
 	h.op = MLRTI_PS_FORWARD;
 	h.id = *fid = ++s->next_fwd;
@@ -105,25 +108,73 @@ int mlrti_ps_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup)
 	return MLRT_OK;
 }
 
-/* Orders are not answered (that would double the messages of a push):
- * a primary that sent some asks the store every FORWARD_CHECK_MS whether
- * its backups are down (mlrti_ps_check_order_backups), and an order that
- * cannot be queued (the backup's queue is full) is an error. */
-int mlrti_ps_order(mlrti_ps_server *s, const mlrti_ps_held *r, int backup)
+/* Orders to a backup are gathered and sent together (one message of
+ * entries {worker, range, seq}, 16 bytes each): when ORDER_BATCH of them
+ * or ORDER_BYTES of pushed values wait, when the server has nothing else
+ * to do, and before anything else goes to that backup (forwards, so that
+ * the backup sees the primary's order).  Until then the backup holds the
+ * copies; a primary that dies with orders unsent leaves them to be taken
+ * in the order they came.  Orders are not answered (that would double the
+ * messages of a push): a primary that sent some asks the store every
+ * FORWARD_CHECK_MS whether its backups are down
+ * (mlrti_ps_check_order_backups), and an order that cannot be queued (the
+ * backup's queue is full) is an error. */
+#define ORDER_BATCH 64
+#define ORDER_BYTES ((size_t)4 << 20)
+
+int mlrti_ps_flush_orders(mlrti_ps_server *s, int backup)
 {
-	void *sock = peer_socket(s, backup);
-	mlrti_ps_hdr h = r->h;
+	mlrti_ps_orders *o = &s->pending[backup];
+	mlrti_ps_hdr h = {.op = MLRTI_PS_ORDER, .nkeys = o->n};
+	void *sock;
 	char buf[1024];
 	size_t len;
+	int rc = MLRT_OK;
 
-	h.op = MLRTI_PS_ORDER;
+	if (o->n == 0)
+		return MLRT_OK;
 	h.id = ++s->next_fwd;
-	h.nkeys = 0;
-	h.has_copy = 0;
+	sock = peer_socket(s, backup);
 	if (sock == NULL || mlrti_ps_hdr_encode(&h, 0, buf, sizeof(buf), &len) != MLRT_OK ||
-	    zmq_send(sock, buf, len, ZMQ_DONTWAIT) < 0)
-		return MLRT_ERR_IO;
+	    zmq_send(sock, buf, len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+	    zmq_send(sock, o->e, o->n * 2 * sizeof(uint64_t), ZMQ_DONTWAIT) < 0)
+		rc = MLRT_ERR_IO;
+	o->n = 0;
+	o->bytes = 0;
 	s->ordered = 1;
+	return rc;
+}
+
+void mlrti_ps_flush_all_orders(mlrti_ps_server *s)
+{
+	s->orders_since = 0;
+	for (int b = 0; b < s->nservers; b++)
+		if (s->pending[b].n > 0 && mlrti_ps_flush_orders(s, b) != MLRT_OK)
+			mlrt_log(MLRT_LOG_WARN, "ps: server %d cannot send orders to backup %d; it "
+			         "will take the copies it holds in the order they came", s->index, b);
+}
+
+int mlrti_ps_order(mlrti_ps_server *s, const mlrti_ps_held *r, int backup)
+{
+	mlrti_ps_orders *o = &s->pending[backup];
+
+	if (o->n == o->cap) {
+		size_t cap = o->cap ? 2 * o->cap : ORDER_BATCH;
+		uint64_t *e = realloc(o->e, cap * 2 * sizeof(uint64_t));
+
+		if (e == NULL)
+			return MLRT_ERR_NOMEM;
+		o->e = e;
+		o->cap = cap;
+	}
+	o->e[2 * o->n] = (uint64_t)(uint32_t)r->h.worker | (uint64_t)(uint32_t)r->h.range << 32;
+	o->e[2 * o->n + 1] = r->h.seq;
+	o->n++;
+	if (s->orders_since == 0)
+		s->orders_since = mlrti_now_ms();
+	o->bytes += r->nf > 4 ? zmq_msg_size((zmq_msg_t *)&r->f[4]) : 0;
+	if (o->n >= ORDER_BATCH || o->bytes >= ORDER_BYTES)
+		return mlrti_ps_flush_orders(s, backup);
 	return MLRT_OK;
 }
 
@@ -142,6 +193,8 @@ void mlrti_ps_check_order_backups(mlrti_ps_server *s)
 			continue;
 		mlrt_log(MLRT_LOG_WARN, "ps: server %d: backup server %d of range %d is down; "
 		         "the range goes on without a copy", s->index, g->backup, rg);
+		s->pending[g->backup].n = 0; /* a server started again gets a snapshot */
+		s->pending[g->backup].bytes = 0;
 		g->backup = -1;
 		mlrti_ps_publish_range(s, rg);
 	}
@@ -351,6 +404,9 @@ void mlrti_ps_send_snapshot(mlrti_ps_server *s, mlrti_ps_held *r)
 	mlrti_ps_range *g = &s->ranges[rg];
 	mlrti_ps_hdr h = {.op = MLRTI_PS_CATCHUP, .id = r->h.id, .range = rg, .has_opts = 1,
 	                  .opts = s->opts};
+
+	/* The backups see every order before anything of the snapshot. */
+	mlrti_ps_flush_all_orders(s);
 
 	if (g->role != MLRTI_PS_PRIMARY || !s->have_opts || to < 0 || to >= s->nservers ||
 	    to == s->index) {

@@ -38,6 +38,8 @@
 #define POLL_MS 50
 #define LEND_MIN_BYTES (64 * 1024) /* a pulled key from this size goes out without a copy */
 #define ABORT_CHECK_MS 250 /* between looks at the store (abort, workers closed) */
+#define DRAIN_MAX 64 /* messages taken from one socket between polls */
+#define ORDER_DELAY_MS 2 /* longest wait of an order gathered for a backup */
 #define REJOIN_WAIT_MS 10000 /* for a restarted server's backup to take over its range */
 
 static void held_free(mlrti_ps_held *r)
@@ -645,6 +647,38 @@ static void on_forward(mlrti_ps_server *s, mlrti_ps_held *r)
 	take_orders(s, rg, 0);
 }
 
+/* A primary's gathered orders (replica.c): one order each, taken as they
+ * would have come one by one. */
+static void on_orders(mlrti_ps_server *s, mlrti_ps_held *r)
+{
+	size_t n = (size_t)r->h.nkeys;
+
+	if (r->nf != 3 || zmq_msg_size(&r->f[2]) != n * 2 * sizeof(uint64_t)) {
+		mlrt_log(MLRT_LOG_WARN, "ps: server %d: dropped malformed orders from a server",
+		         s->index);
+		held_free(r);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		mlrti_ps_held *o = calloc(1, sizeof(*o));
+		uint64_t e[2];
+
+		memcpy(e, (const char *)zmq_msg_data(&r->f[2]) + i * sizeof(e), sizeof(e));
+		if (o == NULL || (uint32_t)e[0] >= (uint32_t)s->nworkers ||
+		    (e[0] >> 32) >= (uint64_t)s->nservers) {
+			mlrt_log(MLRT_LOG_WARN, "ps: server %d: dropped a malformed order", s->index);
+			free(o);
+			continue;
+		}
+		o->h.op = MLRTI_PS_ORDER;
+		o->h.worker = (int32_t)(uint32_t)e[0];
+		o->h.range = (int32_t)(e[0] >> 32);
+		o->h.seq = e[1];
+		on_forward(s, o);
+	}
+	held_free(r);
+}
+
 /* A worker's copy of a push it sent to the primary of a range this server
  * backs up: answered at once (this server has it), taken when the primary
  * orders it. */
@@ -738,8 +772,12 @@ static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
 		held_free(r);
 		return;
 	}
-	if (r->h.op == MLRTI_PS_FORWARD || r->h.op == MLRTI_PS_ORDER) {
+	if (r->h.op == MLRTI_PS_FORWARD) {
 		on_forward(s, r);
+		return;
+	}
+	if (r->h.op == MLRTI_PS_ORDER) {
+		on_orders(s, r);
 		return;
 	}
 	if (r->h.op == MLRTI_PS_COPY) {
@@ -805,6 +843,10 @@ static mlrti_ps_held *receive(mlrti_ps_server *s, void *sock, int routed)
 		zmq_msg_init(&m);
 		if (zmq_msg_recv(&m, sock, 0) < 0) {
 			zmq_msg_close(&m);
+			if (r->nf == !routed) { /* nothing came (a receive timeout) */
+				held_free(r);
+				return NULL;
+			}
 			break;
 		}
 		more = zmq_msg_more(&m);
@@ -910,6 +952,9 @@ static void server_fini(mlrti_ps_server *s)
 		if (s->peer[i] != NULL)
 			zmq_close(s->peer[i]);
 	free(s->peer);
+	for (int i = 0; s->pending != NULL && i < s->nservers; i++)
+		free(s->pending[i].e);
+	free(s->pending);
 	if (s->sock != NULL)
 		zmq_close(s->sock);
 	if (s->zctx != NULL)
@@ -963,7 +1008,7 @@ static void rejoin(mlrti_ps_server *s)
 
 static int server_init(mlrti_ps_server *s, mlrt_ctx *ctx)
 {
-	int linger = 2000, rc;
+	int linger = 2000, poll_ms = POLL_MS, rc;
 
 	s->index = mlrt_rank(ctx);
 	s->nservers = mlrti_ctx_num_servers(ctx);
@@ -978,6 +1023,7 @@ static int server_init(mlrti_ps_server *s, mlrt_ctx *ctx)
 	s->left = calloc((size_t)s->nworkers, sizeof(*s->left));
 	s->ranges = calloc((size_t)s->nservers, sizeof(*s->ranges));
 	s->peer = calloc((size_t)s->nservers, sizeof(*s->peer));
+	s->pending = calloc((size_t)s->nservers, sizeof(*s->pending));
 	if (s->left == NULL || s->ranges == NULL || s->peer == NULL)
 		return MLRT_ERR_NOMEM;
 	for (int i = 0; i < s->nservers; i++) {
@@ -1006,11 +1052,13 @@ static int server_init(mlrti_ps_server *s, mlrt_ctx *ctx)
 	s->zctx = zmq_ctx_new();
 	s->sock = s->zctx ? zmq_socket(s->zctx, ZMQ_ROUTER) : NULL;
 	if (s->sock == NULL || zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof(linger)) != 0 ||
+	    zmq_setsockopt(s->sock, ZMQ_RCVTIMEO, &poll_ms, sizeof(poll_ms)) != 0 ||
 	    zmq_bind(s->sock, "tcp://0.0.0.0:0") != 0) {
 		mlrt_log(MLRT_LOG_ERROR, "ps: server %d cannot listen: %s", s->index,
 		         zmq_strerror(zmq_errno()));
 		return MLRT_ERR_IO;
 	}
+	s->rcvtimeo = poll_ms;
 	MLRTI_CHECK_GOTO(publish(s, mlrti_ctx_store_addr(ctx)), rc, out);
 	if (s->rejoin)
 		rejoin(s);
@@ -1081,26 +1129,81 @@ static void from_peer(mlrti_ps_server *s, void *sock)
 
 /* Take what arrived: requests on the ROUTER, the backups' answers to
  * forwards on the peer sockets. */
+/* Whether a message waits on sock (ZeroMQ's own state; no system call when
+ * its queue holds one). */
+static int readable(void *sock)
+{
+	int events = 0;
+	size_t len = sizeof(events);
+
+	return zmq_getsockopt(sock, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
+}
+
+/* Whether a message may come on a socket to another server: the answer
+ * to a forward, or a snapshot this server asked for. */
+static int expects_peers(const mlrti_ps_server *s)
+{
+	if (s->acks != NULL)
+		return 1;
+	for (int rg = 0; rg < s->nservers; rg++)
+		if (s->ranges[rg].catching_up)
+			return 1;
+	return 0;
+}
+
+/* Wait up to POLL_MS for messages and take them.  With nothing expected
+ * from other servers this is a blocking receive on the ROUTER alone: a
+ * request then costs one wake-up, not the system calls of zmq_poll. */
 static void poll_once(mlrti_ps_server *s)
 {
 	zmq_pollitem_t items[1 + s->nservers];
 	int n = 1;
 
+	int wait_ms = POLL_MS;
+
+	/* Orders gathered for backups go out ORDER_DELAY_MS after the first. */
+	if (s->orders_since > 0) {
+		int64_t due = s->orders_since + ORDER_DELAY_MS - mlrti_now_ms();
+
+		if (due <= 0)
+			mlrti_ps_flush_all_orders(s);
+		else
+			wait_ms = (int)due;
+	}
+	if (!expects_peers(s)) {
+		if (wait_ms != s->rcvtimeo &&
+		    zmq_setsockopt(s->sock, ZMQ_RCVTIMEO, &wait_ms, sizeof(wait_ms)) == 0)
+			s->rcvtimeo = wait_ms;
+		for (int k = 0; k < DRAIN_MAX; k++) {
+			mlrti_ps_held *r = receive(s, s->sock, 1);
+
+			if (r == NULL)
+				return;
+			on_request(s, r);
+			if (!readable(s->sock) || expects_peers(s))
+				return;
+		}
+		return;
+	}
+
 	items[0] = (zmq_pollitem_t){.socket = s->sock, .events = ZMQ_POLLIN};
 	for (int i = 0; i < s->nservers; i++)
 		if (s->peer[i] != NULL)
 			items[n++] = (zmq_pollitem_t){.socket = s->peer[i], .events = ZMQ_POLLIN};
-	if (zmq_poll(items, n, POLL_MS) <= 0)
+	if (zmq_poll(items, n, wait_ms) <= 0)
 		return;
-	if (items[0].revents & ZMQ_POLLIN) {
+	/* Take what has queued up, a bounded number at a time, before polling
+	 * again: under load one poll then serves many requests. */
+	for (int k = 0; k < DRAIN_MAX && (items[0].revents & ZMQ_POLLIN) && readable(s->sock); k++) {
 		mlrti_ps_held *r = receive(s, s->sock, 1);
 
 		if (r != NULL)
 			on_request(s, r);
 	}
-	for (int k = 1; k < n; k++)
-		if (items[k].revents & ZMQ_POLLIN)
-			from_peer(s, items[k].socket);
+	for (int i = 1; i < n; i++)
+		for (int k = 0; k < DRAIN_MAX && (items[i].revents & ZMQ_POLLIN) &&
+		                readable(items[i].socket); k++)
+			from_peer(s, items[i].socket);
 }
 
 /* Whether every worker has closed its handle, as counted in the store: a
@@ -1161,6 +1264,12 @@ int mlrt_ps_serve(mlrt_ctx *ctx)
 			}
 		}
 	}
+	/* The end: send the orders gathered, and take every copy held (their
+	 * orders may still be on their way). */
+	mlrti_ps_flush_all_orders(&s);
+	for (int rg = 0; rg < s.nservers; rg++)
+		if (s.ranges[rg].role == MLRTI_PS_BACKUP && !s.ranges[rg].catching_up)
+			take_orders(&s, rg, 1);
 	if (s.ckpt_dir != NULL && s.have_opts)
 		mlrti_ps_save_shard(&s);
 	if (s.opts.consistency == MLRT_PS_BOUNDED)

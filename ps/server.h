@@ -55,6 +55,13 @@ typedef struct mlrti_ps_ack {
 	struct mlrti_ps_ack *next;
 } mlrti_ps_ack;
 
+/* Orders for one backup not sent yet: entries {worker | range << 32, seq}. */
+typedef struct mlrti_ps_orders {
+	uint64_t *e;
+	size_t n, cap;
+	size_t bytes;     /* of the pushes they order */
+} mlrti_ps_orders;
+
 /* What a server is for a key range. */
 enum { MLRTI_PS_NO_ROLE, MLRTI_PS_PRIMARY, MLRTI_PS_BACKUP };
 
@@ -91,7 +98,10 @@ typedef struct mlrti_ps_server {
 	int rejoin;                /* started again after a death (MLRT_PS_REJOIN) */
 	mlrti_ps_ack *acks; /* pushes waiting for their backup */
 	int64_t next_backup_check;
+	mlrti_ps_orders *pending;   /* [nservers]: orders gathered for each backup */
 	int ordered;                /* orders sent since the last look for down backups */
+	int64_t orders_since;       /* when the oldest order not sent was gathered, 0: none */
+	int rcvtimeo;               /* the ROUTER's receive timeout now, ms */
 	int64_t next_order_check;
 	uint64_t next_fwd;
 	float *vals;      /* aligned copy of a push's values (check_payload) */
@@ -130,8 +140,12 @@ int mlrti_ps_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup);
 /* Send push r to backup with no acknowledgement to a worker (a queued push
  * replayed to a new backup). */
 int mlrti_ps_forward_quiet(mlrti_ps_server *s, mlrti_ps_held *r, int backup);
-/* Tell backup, which has the worker's copy of push r, to take it now. */
+/* Tell backup, which has the worker's copy of push r, to take it now
+ * (gathered with others: see replica.c). */
 int mlrti_ps_order(mlrti_ps_server *s, const mlrti_ps_held *r, int backup);
+/* Send the gathered orders (to every backup): when idle, before a
+ * snapshot, at the end. */
+void mlrti_ps_flush_all_orders(mlrti_ps_server *s);
 /* After orders: a backup marked down leaves its range without a copy (at
  * most every 100 ms, one store lookup per range). */
 void mlrti_ps_check_order_backups(mlrti_ps_server *s);
