@@ -16,6 +16,7 @@
  * at again after every applied push.  See docs/ps.md. */
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1223,6 +1224,16 @@ static int every_worker_closed(mlrti_ps_server *s)
 	return n >= s->nworkers;
 }
 
+/* A server process receives a buffer per message from ZeroMQ and frees it
+ * after: with glibc's defaults, large ones come from fresh mmaps or a heap
+ * trimmed after each free, and every page is faulted in (and zeroed) again.
+ * The process only serves, so it keeps what it freed for reuse. */
+static void keep_memory(void)
+{
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
 int mlrt_ps_serve(mlrt_ctx *ctx)
 {
 	char abort_key[300];
@@ -1235,6 +1246,7 @@ int mlrt_ps_serve(mlrt_ctx *ctx)
 		                         "parameter server (start the job with mlrun --servers S)");
 		return MLRT_ERR_INVALID;
 	}
+	keep_memory();
 	MLRTI_CHECK_GOTO(server_init(&s, ctx), rc, out);
 	snprintf(abort_key, sizeof(abort_key), "%sabort", s.prefix);
 	mlrt_log(MLRT_LOG_INFO, "ps: server %d of %d serving %d workers%s", s.index, s.nservers,
