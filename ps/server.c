@@ -754,7 +754,8 @@ static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
 	}
 
 	if (r->h.worker > s->nworkers || r->h.range >= s->nservers ||
-	    (evaluator && (r->h.op == MLRTI_PS_PUSH || r->h.op == MLRTI_PS_INIT))) {
+	    (evaluator && (r->h.op == MLRTI_PS_PUSH || r->h.op == MLRTI_PS_COPY ||
+	                   r->h.op == MLRTI_PS_INIT))) {
 		if (evaluator)
 			snprintf(why, sizeof(why), "the evaluator pulls; it does not push or init");
 		else
