@@ -74,6 +74,7 @@ struct mlrt_ps {
 	int64_t clock;     /* pushes sent */
 	int *primary;      /* [range]: the server answering for it */
 	int *backup;       /* [range]: where copies of pushes go (its primary's word), -1: none */
+	uint32_t *backup_epoch; /* [range]: the primary's number for that word */
 	uint64_t *seq;     /* [range]: pushes sent to it */
 	int64_t *moved_at; /* [range]: wall-clock ms its server died, 0: not moved */
 	int *moved_from;   /* [range]: that server */
@@ -235,6 +236,7 @@ static int send_op(mlrt_ps *ps, request *q, int rg, const float *vals, mlrti_ps_
 		.nkeys = p->n,
 		.has_copy = copy_to >= 0,
 		.copy_to = copy_to,
+		.copy_epoch = ps->backup_epoch[rg],
 		.has_opts = q->op == MLRTI_PS_HELLO,
 		.opts = ps->opts,
 	};
@@ -363,13 +365,23 @@ static void take_copy_reply(mlrt_ps *ps, int s, const mlrti_ps_hdr *h)
 
 static int connect_server(mlrt_ps *ps, mlrt_store *st, const char *prefix, int s, int timeout);
 
-/* Range rg's primary names b as its backup: copies go there from now on.
- * A server started again listens at a new address: look it up first. */
-static void new_backup(mlrt_ps *ps, int rg, int b)
+/* Range rg's primary names b (epoch) as its backup: copies go there from
+ * now on.  A server started again listens at a new address: look it up
+ * first.  Copies still unanswered went to the backup of before (perhaps a
+ * process now dead): their pushes' primary either ordered them there
+ * before the change or forwards them itself, so they are not waited for. */
+static void new_backup(mlrt_ps *ps, int rg, int b, uint32_t epoch)
 {
+	for (int64_t t = ps->done_upto + 1; t < ps->next_ticket; t++) {
+		request *q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
+
+		if (q->ticket == t && q->parts[rg].copy_waiting)
+			answered(q, &q->parts[rg], 0);
+	}
 	if (b >= 0 && connect_server(ps, ps->store, ps->prefix, b, ps->opts.timeout_ms) != MLRT_OK)
 		b = -1; /* the primary forwards instead */
 	ps->backup[rg] = b;
+	ps->backup_epoch[rg] = epoch;
 }
 
 /* Read one reply from server s and account it to its request. */
@@ -399,8 +411,9 @@ static void take_reply(mlrt_ps *ps, int s)
 		drop_rest(ps->sock[s], more);
 		return;
 	}
-	if (h.has_backup && h.backup < ps->nservers && h.backup != ps->backup[h.range])
-		new_backup(ps, h.range, h.backup);
+	if (h.has_backup && h.backup < ps->nservers &&
+	    (h.backup != ps->backup[h.range] || h.backup_epoch != ps->backup_epoch[h.range]))
+		new_backup(ps, h.range, h.backup, h.backup_epoch);
 	if (h.status != MLRT_OK) {
 		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: server %d: %s", ps->worker, s,
 		         h.msg[0] ? h.msg : mlrt_strerror(h.status));
@@ -858,12 +871,14 @@ int mlrt_ps_open_opts(mlrt_ctx *ctx, const mlrt_ps_opts *o, mlrt_ps **out)
 	ps->sock = calloc((size_t)ps->nservers, sizeof(*ps->sock));
 	ps->primary = calloc((size_t)ps->nservers, sizeof(*ps->primary));
 	ps->backup = calloc((size_t)ps->nservers, sizeof(*ps->backup));
+	ps->backup_epoch = calloc((size_t)ps->nservers, sizeof(*ps->backup_epoch));
 	ps->seq = calloc((size_t)ps->nservers, sizeof(*ps->seq));
 	ps->moved_at = calloc((size_t)ps->nservers, sizeof(*ps->moved_at));
 	ps->addr = calloc((size_t)ps->nservers, sizeof(*ps->addr));
 	ps->moved_from = calloc((size_t)ps->nservers, sizeof(*ps->moved_from));
 	ps->zctx = zmq_ctx_new();
-	if (ps->sock == NULL || ps->primary == NULL || ps->backup == NULL || ps->seq == NULL ||
+	if (ps->sock == NULL || ps->primary == NULL || ps->backup == NULL ||
+	    ps->backup_epoch == NULL || ps->seq == NULL ||
 	    ps->moved_at == NULL ||
 	    ps->addr == NULL || ps->moved_from == NULL || ps->zctx == NULL) {
 		rc = MLRT_ERR_NOMEM;
@@ -931,6 +946,7 @@ int mlrt_ps_close(mlrt_ps *ps)
 	free(ps->sock);
 	free(ps->primary);
 	free(ps->backup);
+	free(ps->backup_epoch);
 	free(ps->seq);
 	free(ps->moved_at);
 	free(ps->addr);

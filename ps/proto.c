@@ -74,22 +74,25 @@ int mlrti_ps_hdr_encode(const mlrti_ps_hdr *h, int reply, void *buf, size_t cap,
 
 	msgpack_packer_init(&pk, &f, fixed_write);
 	if (reply) {
-		err = msgpack_pack_map(&pk, 5 + (msglen > 0) + (h->has_backup != 0)) ||
+		err = msgpack_pack_map(&pk, 5 + (msglen > 0) + 2 * (h->has_backup != 0)) ||
 		      pack_u64(&pk, "v", MLRTI_PS_VERSION) ||
 		      pack_u64(&pk, "op", (uint64_t)h->op) || pack_u64(&pk, "id", h->id) ||
 		      pack_i64(&pk, "rg", h->range) || pack_i64(&pk, "st", h->status) ||
-		      (h->has_backup && pack_i64(&pk, "bk", h->backup));
+		      (h->has_backup && (pack_i64(&pk, "bk", h->backup) ||
+		                         pack_u64(&pk, "be", h->backup_epoch)));
 		if (!err && msglen > 0)
 			err = pack_key(&pk, "msg") || msgpack_pack_str(&pk, msglen) ||
 			      msgpack_pack_str_body(&pk, h->msg, msglen);
 	} else {
-		err = msgpack_pack_map(&pk, 9 + (h->has_copy != 0) + (h->has_opts ? OPTS_FIELDS : 0)) ||
+		err = msgpack_pack_map(&pk, 9 + 2 * (h->has_copy != 0) +
+		                               (h->has_opts ? OPTS_FIELDS : 0)) ||
 		      pack_u64(&pk, "v", MLRTI_PS_VERSION) || pack_u64(&pk, "op", (uint64_t)h->op) ||
 		      pack_u64(&pk, "id", h->id) || pack_i64(&pk, "w", h->worker) ||
 		      pack_i64(&pk, "rg", h->range) ||
 		      pack_i64(&pk, "nw", h->nworkers) || pack_u64(&pk, "seq", h->seq) ||
 		      pack_i64(&pk, "clk", h->clock) || pack_u64(&pk, "n", h->nkeys) ||
-		      (h->has_copy && pack_i64(&pk, "cp", h->copy_to)) ||
+		      (h->has_copy && (pack_i64(&pk, "cp", h->copy_to) ||
+		                       pack_u64(&pk, "ce", h->copy_epoch))) ||
 		      (h->has_opts && pack_opts(&pk, &h->opts));
 	}
 	if (err)
@@ -159,6 +162,12 @@ static int decode_field(const msgpack_object_str *k, const msgpack_object *v, ml
 		if (get_int(v, 0, 1 << 24, &i))
 			return -1;
 		*(key_is(k, "w") ? &h->worker : key_is(k, "nw") ? &h->nworkers : &h->range) = (int32_t)i;
+		return 0;
+	}
+	if (key_is(k, "ce") || key_is(k, "be")) {
+		if (get_int(v, 0, UINT32_MAX, &i))
+			return -1;
+		*(key_is(k, "ce") ? &h->copy_epoch : &h->backup_epoch) = (uint32_t)i;
 		return 0;
 	}
 	if (key_is(k, "cp") || key_is(k, "bk")) {

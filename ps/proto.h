@@ -5,8 +5,8 @@
  * short string keys) followed by raw payload frames in host byte order:
  *
  *   hello  {v, op, id, w, nw, + the options}            -> {v, op, id, rg, st, [msg]}
- *   push   {v, op, id, w, rg, seq, clk, n, [cp]} keys lens vals
- *                                                        -> {v, op, id, rg, st, [bk], [msg]}
+ *   push   {v, op, id, w, rg, seq, clk, n, [cp, ce]} keys lens vals
+ *                                                   -> {v, op, id, rg, st, [bk, be], [msg]}
  *   pull   {v, op, id, w, rg, clk, n} keys lens          -> {..., st, [msg]} vals
  *   init   {v, op, id, w, rg, n} keys lens               -> {..., st, [msg]}
  *   bye    {v, op, id, w}                                -> {..., st}
@@ -68,8 +68,11 @@ typedef struct mlrti_ps_hdr {
 	uint64_t nkeys;
 	int has_copy;    /* push: the worker sent a copy to server copy_to */
 	int32_t copy_to;
+	uint32_t copy_epoch; /* push: the backup_epoch the worker knew copy_to by */
 	int has_backup;  /* reply of a range's primary: its backup now (-1: none) */
 	int32_t backup;
+	uint32_t backup_epoch; /* and a number that changes whenever that does (a
+	                        * backup started again keeps its index) */
 	int32_t status; /* reply: an mlrt_status */
 	char msg[MLRTI_PS_MSG_MAX]; /* reply: what went wrong, or "" */
 	int has_opts;   /* hello carries the options */

@@ -196,6 +196,7 @@ void mlrti_ps_check_order_backups(mlrti_ps_server *s)
 		s->pending[g->backup].n = 0; /* a server started again gets a snapshot */
 		s->pending[g->backup].bytes = 0;
 		g->backup = -1;
+		g->backup_epoch++;
 		mlrti_ps_publish_range(s, rg);
 	}
 }
@@ -255,6 +256,7 @@ void mlrti_ps_check_backups(mlrti_ps_server *s)
 			mlrt_log(MLRT_LOG_WARN, "ps: server %d: backup server %d of range %d is down; "
 			         "the range goes on without a copy", s->index, a->backup, a->h.range);
 			g->backup = -1;
+			g->backup_epoch++;
 			mlrti_ps_publish_range(s, a->h.range);
 		}
 		*pp = a->next;
@@ -287,6 +289,7 @@ int mlrti_ps_serves(mlrti_ps_server *s, int rg)
 		         s->index, rg, g->primary);
 		g->role = MLRTI_PS_PRIMARY;
 		g->backup = -1;
+		g->backup_epoch++;
 		mlrti_ps_take_copies(s, rg);
 		mlrti_ps_publish_range(s, rg);
 		return 1;
@@ -428,6 +431,7 @@ void mlrti_ps_send_snapshot(mlrti_ps_server *s, mlrti_ps_held *r)
 		s->peer[to] = NULL;
 	}
 	g->backup = to;
+	g->backup_epoch++;
 	for (int w = 0; w < s->nworkers; w++)
 		for (mlrti_ps_held *q = g->queue[w]; q != NULL; q = q->next)
 			mlrti_ps_forward_quiet(s, q, to);

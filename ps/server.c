@@ -246,6 +246,7 @@ void mlrti_ps_reply_to(mlrti_ps_server *s, zmq_msg_t *route, const mlrti_ps_hdr 
 	    s->ranges[req->range].role == MLRTI_PS_PRIMARY) {
 		h.has_backup = 1;
 		h.backup = s->ranges[req->range].backup;
+		h.backup_epoch = s->ranges[req->range].backup_epoch;
 	}
 	if (mlrti_ps_hdr_encode(&h, 1, buf, sizeof(buf), &len) != MLRT_OK)
 		return;
@@ -503,7 +504,8 @@ static void on_push(mlrti_ps_server *s, mlrti_ps_held *r)
 
 	if (rc < 0) {
 		reply(s, r, rc, why, NULL);
-	} else if (rc == 1 && g->backup >= 0 && r->h.has_copy && r->h.copy_to == g->backup) {
+	} else if (rc == 1 && g->backup >= 0 && r->h.has_copy && r->h.copy_to == g->backup &&
+	           r->h.copy_epoch == g->backup_epoch) {
 		/* The backup has the worker's copy (the worker waits for its
 		 * answer too) and takes it in this order.  Answer first: the
 		 * worker waits for that, not for the order. */
@@ -512,6 +514,7 @@ static void on_push(mlrti_ps_server *s, mlrti_ps_held *r)
 			mlrt_log(MLRT_LOG_WARN, "ps: server %d: cannot reach backup %d; range %d goes "
 			         "on without a copy", s->index, g->backup, rg);
 			g->backup = -1;
+			g->backup_epoch++;
 			mlrti_ps_publish_range(s, rg);
 		}
 	} else if (rc == 1 && g->backup >= 0 && mlrti_ps_forward(s, r, g->backup) == MLRT_OK) {
@@ -521,6 +524,7 @@ static void on_push(mlrti_ps_server *s, mlrti_ps_held *r)
 			mlrt_log(MLRT_LOG_WARN, "ps: server %d: cannot reach backup %d; range %d goes "
 			         "on without a copy", s->index, g->backup, r->h.range);
 			g->backup = -1;
+			g->backup_epoch++;
 			mlrti_ps_publish_range(s, rg);
 		}
 		reply(s, r, MLRT_OK, NULL, NULL);

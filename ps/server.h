@@ -69,6 +69,7 @@ enum { MLRTI_PS_NO_ROLE, MLRTI_PS_PRIMARY, MLRTI_PS_BACKUP };
 typedef struct mlrti_ps_range {
 	int role;
 	int backup;       /* PRIMARY: the server with the copy; -1: none */
+	uint32_t backup_epoch; /* PRIMARY: changes with backup (and when it restarts) */
 	int primary;      /* BACKUP: the server answering for the range */
 	int catching_up;  /* BACKUP: waiting for the primary's snapshot */
 	int64_t *clock;   /* pushes taken from each worker */
