@@ -2,11 +2,12 @@
  *
  * The key space is cut into one range per server.  Server i is the
  * primary of range i and, with replication (the default with two or more
- * servers), the backup of range i-1: the primary forwards every push of
- * its range to the backup and acknowledges it to the worker only once the
- * backup has it.  When a server dies, mlrun marks it down in the store; its
- * backup then answers for its range, and workers send the requests that
- * were in flight again, numbered per range so that none is applied twice.
+ * servers), the backup of range i-1: a worker sends each push to the
+ * primary and a copy to the backup, and the primary tells the backup in
+ * which order to take the copies (replica.c, backup.c).  When a server
+ * dies, mlrun marks it down in the store; its backup then answers for its
+ * range, and workers send the requests that were in flight again, numbered
+ * per range so that none is applied twice.
  *
  * Keys live in one hash table (uthash).  A push is applied at once (ASYNC,
  * BOUNDED) or queued per worker until every worker's push of the step is
@@ -43,7 +44,7 @@
 #define ORDER_DELAY_MS 2 /* longest wait of an order gathered for a backup */
 #define REJOIN_WAIT_MS 10000 /* for a restarted server's backup to take over its range */
 
-static void held_free(mlrti_ps_held *r)
+void mlrti_ps_held_free(mlrti_ps_held *r)
 {
 	for (int i = 0; i < r->nf; i++)
 		zmq_msg_close(&r->f[i]);
@@ -360,7 +361,7 @@ static void serve_waiting(mlrti_ps_server *s)
 		}
 		*pp = r->next;
 		serve_pull(s, r);
-		held_free(r);
+		mlrti_ps_held_free(r);
 	}
 }
 
@@ -408,7 +409,7 @@ static int apply_steps(mlrti_ps_server *s, mlrti_ps_range *g)
 
 			g->queue[w] = r->next;
 			if (check_payload(s, r, &p, why, sizeof(why)) != MLRT_OK) { /* checked when queued */
-				held_free(r);
+				mlrti_ps_held_free(r);
 				continue;
 			}
 			const float *v = p.vals;
@@ -429,7 +430,7 @@ static int apply_steps(mlrti_ps_server *s, mlrti_ps_range *g)
 				}
 				v += k->len;
 			}
-			held_free(r);
+			mlrti_ps_held_free(r);
 		}
 		for (size_t i = 0; i < s->ntouched; i++) {
 			mlrti_ps_key *k = s->touched[i];
@@ -446,7 +447,7 @@ static int apply_steps(mlrti_ps_server *s, mlrti_ps_range *g)
  * queue it (SYNC: settle() applies the steps that are complete, once the
  * caller is done with r).  Returns 1 when taken, 0 for a duplicate, or an
  * error (why filled).  r stays the caller's unless queued (*queued set). */
-static int take_push(mlrti_ps_server *s, mlrti_ps_held *r, int *queued, char *why, size_t whylen)
+int mlrti_ps_take_push(mlrti_ps_server *s, mlrti_ps_held *r, int *queued, char *why, size_t whylen)
 {
 	mlrti_ps_range *g = &s->ranges[r->h.range];
 	int w = r->h.worker, rc;
@@ -483,7 +484,7 @@ static int take_push(mlrti_ps_server *s, mlrti_ps_held *r, int *queued, char *wh
 
 /* After a push into range rg: apply the complete steps (SYNC) and answer
  * the pulls that may now be answered. */
-static void settle(mlrti_ps_server *s, int rg)
+void mlrti_ps_settle(mlrti_ps_server *s, int rg)
 {
 	mlrti_ps_range *g = &s->ranges[rg];
 
@@ -500,7 +501,7 @@ static void on_push(mlrti_ps_server *s, mlrti_ps_held *r)
 {
 	char why[MLRTI_PS_MSG_MAX];
 	mlrti_ps_range *g = &s->ranges[r->h.range];
-	int rg = r->h.range, queued = 0, rc = take_push(s, r, &queued, why, sizeof(why));
+	int rg = r->h.range, queued = 0, rc = mlrti_ps_take_push(s, r, &queued, why, sizeof(why));
 
 	if (rc < 0) {
 		reply(s, r, rc, why, NULL);
@@ -530,189 +531,8 @@ static void on_push(mlrti_ps_server *s, mlrti_ps_held *r)
 		reply(s, r, MLRT_OK, NULL, NULL);
 	}
 	if (!queued)
-		held_free(r);
-	settle(s, rg);
-}
-
-static void append(mlrti_ps_held **list, mlrti_ps_held *r)
-{
-	while (*list != NULL)
-		list = &(*list)->next;
-	r->next = NULL;
-	*list = r;
-}
-
-/* As backup, take push r (a forward, answered to the primary here, or a
- * worker's copy, answered when it came). */
-static void take_copy(mlrti_ps_server *s, mlrti_ps_held *r)
-{
-	char why[MLRTI_PS_MSG_MAX];
-	int rg = r->h.range, queued = 0, rc = take_push(s, r, &queued, why, sizeof(why));
-
-	if (rc == 1)
-		*(r->h.op == MLRTI_PS_FORWARD ? &s->took_forwards : &s->took_copies) += 1;
-	if (r->h.op == MLRTI_PS_FORWARD)
-		reply(s, r, rc < 0 ? rc : MLRT_OK, rc < 0 ? why : NULL, NULL);
-	else if (rc < 0)
-		mlrt_log(MLRT_LOG_ERROR, "ps: server %d: worker %d's copy of push %" PRIu64
-		         " to range %d: %s", s->index, r->h.worker, r->h.seq, rg, why);
-	if (!queued)
-		held_free(r);
-	settle(s, rg);
-}
-
-/* The copy of worker w's push seq, unlinked from the range's copies;
- * copies already taken (a forward carried them) are dropped on the way. */
-static mlrti_ps_held *find_copy(mlrti_ps_range *g, int w, uint64_t seq)
-{
-	for (mlrti_ps_held **pp = &g->copies; *pp != NULL;) {
-		mlrti_ps_held *c = *pp;
-
-		if (c->h.seq <= g->seq[c->h.worker]) {
-			*pp = c->next;
-			held_free(c);
-		} else if (c->h.worker == w && c->h.seq == seq) {
-			*pp = c->next;
-			c->next = NULL;
-			return c;
-		} else {
-			pp = &c->next;
-		}
-	}
-	return NULL;
-}
-
-/* Take what the primary ordered, in its order, as far as the copies are
- * in.  Once the primary is gone (gone != 0) nothing more is coming: an
- * order whose copy never came is dropped (the worker sends that push
- * again, to this server as the new primary), then the copies no order
- * named are taken in the order they came. */
-static void take_orders(mlrti_ps_server *s, int rg, int gone)
-{
-	mlrti_ps_range *g = &s->ranges[rg];
-
-	while (g->orders != NULL) {
-		mlrti_ps_held *o = g->orders, *c = NULL;
-
-		if (o->h.op == MLRTI_PS_ORDER) {
-			c = find_copy(g, o->h.worker, o->h.seq);
-			if (c == NULL && o->h.seq > g->seq[o->h.worker] && !gone)
-				return; /* its copy is on its way */
-		}
-		g->orders = o->next;
-		if (o->h.op == MLRTI_PS_FORWARD) {
-			take_copy(s, o);
-			continue;
-		}
-		held_free(o);
-		if (c != NULL)
-			take_copy(s, c);
-	}
-	while (gone && g->copies != NULL) {
-		mlrti_ps_held *c = g->copies;
-
-		g->copies = c->next;
-		if (c->h.seq > g->seq[c->h.worker])
-			take_copy(s, c);
-		else
-			held_free(c);
-	}
-}
-
-void mlrti_ps_take_copies(mlrti_ps_server *s, int rg)
-{
-	take_orders(s, rg, 1);
-}
-
-/* From the primary of a range this server backs up: a push forwarded
- * (when the worker sent no copy here) or an order to take a copy.  Both
- * are taken in the order they come, after the snapshot when one is on its
- * way.  Forwards are answered once taken, orders not at all. */
-static void on_forward(mlrti_ps_server *s, mlrti_ps_held *r)
-{
-	int rg = r->h.range;
-
-	if (s->ranges[rg].role != MLRTI_PS_BACKUP) {
-		char why[MLRTI_PS_MSG_MAX];
-
-		snprintf(why, sizeof(why), "server %d is not the backup of range %d", s->index, rg);
-		if (r->h.op == MLRTI_PS_FORWARD)
-			reply(s, r, MLRT_ERR_INVALID, why, NULL);
-		else
-			mlrt_log(MLRT_LOG_WARN, "ps: %s: dropped an order from server %d", why,
-			         s->ranges[rg].primary);
-		held_free(r);
-		return;
-	}
-	if (s->ranges[rg].catching_up) { /* taken once the snapshot is in */
-		append(&s->early, r);
-		return;
-	}
-	append(&s->ranges[rg].orders, r);
-	take_orders(s, rg, 0);
-}
-
-/* A primary's gathered orders (replica.c): one order each, taken as they
- * would have come one by one. */
-static void on_orders(mlrti_ps_server *s, mlrti_ps_held *r)
-{
-	size_t n = (size_t)r->h.nkeys;
-
-	if (r->nf != 3 || zmq_msg_size(&r->f[2]) != n * 2 * sizeof(uint64_t)) {
-		mlrt_log(MLRT_LOG_WARN, "ps: server %d: dropped malformed orders from a server",
-		         s->index);
-		held_free(r);
-		return;
-	}
-	for (size_t i = 0; i < n; i++) {
-		mlrti_ps_held *o = calloc(1, sizeof(*o));
-		uint64_t e[2];
-
-		memcpy(e, (const char *)zmq_msg_data(&r->f[2]) + i * sizeof(e), sizeof(e));
-		if (o == NULL || (uint32_t)e[0] >= (uint32_t)s->nworkers ||
-		    (e[0] >> 32) >= (uint64_t)s->nservers) {
-			mlrt_log(MLRT_LOG_WARN, "ps: server %d: dropped a malformed order", s->index);
-			free(o);
-			continue;
-		}
-		o->h.op = MLRTI_PS_ORDER;
-		o->h.worker = (int32_t)(uint32_t)e[0];
-		o->h.range = (int32_t)(e[0] >> 32);
-		o->h.seq = e[1];
-		on_forward(s, o);
-	}
-	held_free(r);
-}
-
-/* A worker's copy of a push it sent to the primary of a range this server
- * backs up: answered at once (this server has it), taken when the primary
- * orders it. */
-static void on_copy(mlrti_ps_server *s, mlrti_ps_held *r, int answered)
-{
-	mlrti_ps_range *g = &s->ranges[r->h.range];
-
-	if (g->role != MLRTI_PS_BACKUP) {
-		char why[MLRTI_PS_MSG_MAX];
-
-		snprintf(why, sizeof(why), "server %d is not the backup of range %d", s->index,
-		         r->h.range);
-		if (!answered)
-			reply(s, r, MLRT_ERR_UNAVAILABLE, why, NULL);
-		held_free(r);
-		return;
-	}
-	if (!answered)
-		reply(s, r, MLRT_OK, NULL, NULL);
-	if (g->catching_up) {
-		append(&s->early, r);
-		return;
-	}
-	if (r->h.seq <= g->seq[r->h.worker]) {
-		held_free(r);
-		return;
-	}
-	append(&g->copies, r);
-	take_orders(s, r->h.range, 0);
+		mlrti_ps_held_free(r);
+	mlrti_ps_settle(s, rg);
 }
 
 static void on_hello(mlrti_ps_server *s, mlrti_ps_held *r)
@@ -740,7 +560,7 @@ static void on_hello(mlrti_ps_server *s, mlrti_ps_held *r)
 		rc = MLRT_ERR_INVALID;
 	}
 	reply(s, r, rc, rc == MLRT_OK ? NULL : why, NULL);
-	held_free(r);
+	mlrti_ps_held_free(r);
 }
 
 static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
@@ -753,7 +573,7 @@ static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
 
 	if (r->h.op == MLRTI_PS_CATCHUP) { /* from a server: worker is its index */
 		mlrti_ps_send_snapshot(s, r);
-		held_free(r);
+		mlrti_ps_held_free(r);
 		return;
 	}
 
@@ -766,7 +586,7 @@ static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
 			snprintf(why, sizeof(why), "worker %d, range %d in a job of %d workers and %d "
 			         "servers", r->h.worker, r->h.range, s->nworkers, s->nservers);
 		reply(s, r, MLRT_ERR_INVALID, why, NULL);
-		held_free(r);
+		mlrti_ps_held_free(r);
 		return;
 	}
 	if (r->h.op == MLRTI_PS_HELLO) {
@@ -775,19 +595,19 @@ static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
 	}
 	if (!s->have_opts && r->h.op != MLRTI_PS_FORWARD && r->h.op != MLRTI_PS_ORDER) {
 		reply(s, r, MLRT_ERR_PROTOCOL, "request before hello", NULL);
-		held_free(r);
+		mlrti_ps_held_free(r);
 		return;
 	}
 	if (r->h.op == MLRTI_PS_FORWARD) {
-		on_forward(s, r);
+		mlrti_ps_on_forward(s, r);
 		return;
 	}
 	if (r->h.op == MLRTI_PS_ORDER) {
-		on_orders(s, r);
+		mlrti_ps_on_orders(s, r);
 		return;
 	}
 	if (r->h.op == MLRTI_PS_COPY) {
-		on_copy(s, r, 0);
+		mlrti_ps_on_copy(s, r, 0);
 		return;
 	}
 	if (r->h.op == MLRTI_PS_BYE) {
@@ -796,13 +616,13 @@ static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
 			s->nleft++;
 		}
 		reply(s, r, MLRT_OK, NULL, NULL);
-		held_free(r);
+		mlrti_ps_held_free(r);
 		return;
 	}
 	if (!mlrti_ps_serves(s, r->h.range)) {
 		snprintf(why, sizeof(why), "server %d does not serve range %d", s->index, r->h.range);
 		reply(s, r, MLRT_ERR_UNAVAILABLE, why, NULL);
-		held_free(r);
+		mlrti_ps_held_free(r);
 		return;
 	}
 	switch (r->h.op) {
@@ -812,7 +632,7 @@ static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
 	case MLRTI_PS_PULL:
 		if (pull_ready(s, r)) {
 			serve_pull(s, r);
-			held_free(r);
+			mlrti_ps_held_free(r);
 		} else {
 			r->next = s->waiting;
 			s->waiting = r;
@@ -827,7 +647,7 @@ static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
 	default:
 		reply(s, r, MLRT_ERR_PROTOCOL, "unknown op", NULL);
 	}
-	held_free(r);
+	mlrti_ps_held_free(r);
 }
 
 /* Receive one multipart message from sock into r's frames (a DEALER's
@@ -850,7 +670,7 @@ static mlrti_ps_held *receive(mlrti_ps_server *s, void *sock, int routed)
 		if (zmq_msg_recv(&m, sock, 0) < 0) {
 			zmq_msg_close(&m);
 			if (r->nf == !routed) { /* nothing came (a receive timeout) */
-				held_free(r);
+				mlrti_ps_held_free(r);
 				return NULL;
 			}
 			break;
@@ -870,7 +690,7 @@ static mlrti_ps_held *receive(mlrti_ps_server *s, void *sock, int routed)
 		r->h.op = MLRTI_PS_OP_COUNT; /* echo what we can */
 		reply(s, r, MLRT_ERR_PROTOCOL, why, NULL);
 	}
-	held_free(r);
+	mlrti_ps_held_free(r);
 	return NULL;
 }
 
@@ -921,7 +741,7 @@ static void free_list(mlrti_ps_held *r)
 	while (r != NULL) {
 		mlrti_ps_held *next = r->next;
 
-		held_free(r);
+		mlrti_ps_held_free(r);
 		r = next;
 	}
 }
@@ -1074,29 +894,6 @@ out:
 	return rc;
 }
 
-/* The forwards, orders and copies a backup held while its range's
- * snapshot was on its way. */
-static void take_early(mlrti_ps_server *s, int rg)
-{
-	mlrti_ps_held *list = s->early, **keep = &s->early;
-
-	s->early = NULL;
-	while (list != NULL) {
-		mlrti_ps_held *r = list;
-
-		list = r->next;
-		r->next = NULL;
-		if (r->h.range == rg && r->h.op == MLRTI_PS_COPY) {
-			on_copy(s, r, 1);
-		} else if (r->h.range == rg) {
-			on_forward(s, r);
-		} else {
-			*keep = r;
-			keep = &r->next;
-		}
-	}
-}
-
 /* An answer from another server, on the socket to it: to a forward, or
  * the snapshot this server asked for. */
 static void from_peer(mlrti_ps_server *s, void *sock)
@@ -1116,7 +913,7 @@ static void from_peer(mlrti_ps_server *s, void *sock)
 	} else if (h.op == MLRTI_PS_CATCHUP && h.status == MLRT_OK && h.range < s->nservers &&
 	           s->ranges[h.range].catching_up) {
 		if (mlrti_ps_install_snapshot(s, sock, &h) == MLRT_OK)
-			take_early(s, h.range);
+			mlrti_ps_take_early(s, h.range);
 		return;
 	} else if (h.op == MLRTI_PS_CATCHUP) {
 		mlrt_log(MLRT_LOG_ERROR, "ps: server %d: no snapshot of range %d: %s", s->index,
@@ -1286,7 +1083,7 @@ int mlrt_ps_serve(mlrt_ctx *ctx)
 	mlrti_ps_flush_all_orders(&s);
 	for (int rg = 0; rg < s.nservers; rg++)
 		if (s.ranges[rg].role == MLRTI_PS_BACKUP && !s.ranges[rg].catching_up)
-			take_orders(&s, rg, 1);
+			mlrti_ps_take_copies(&s, rg);
 	if (s.ckpt_dir != NULL && s.have_opts)
 		mlrti_ps_save_shard(&s);
 	if (s.opts.consistency == MLRT_PS_BOUNDED)

@@ -125,15 +125,37 @@ mlrti_ps_key *mlrti_ps_key_find(mlrti_ps_server *s, uint64_t key);
  * values.  MLRT_ERR_NOMEM when there is no memory for the copy. */
 int mlrti_ps_key_writable(mlrti_ps_key *k);
 
-/* Taking over range rg from a dead primary: take the workers' copies it
- * ordered, then those it never ordered, in the order they came. */
-void mlrti_ps_take_copies(mlrti_ps_server *s, int rg);
-
 /* Answer request req of the worker (or server) behind routing frame route. */
 void mlrti_ps_reply_to(mlrti_ps_server *s, zmq_msg_t *route, const mlrti_ps_hdr *req, int status,
                        const char *msg, zmq_msg_t *vals);
 
-/* replica.c */
+/* server.c, for the replication files */
+
+void mlrti_ps_held_free(mlrti_ps_held *r);
+/* Take push r into its range: 1 when taken, 0 for a duplicate (its
+ * sequence number was seen), or an error (why filled).  r stays the
+ * caller's unless *queued is set (a SYNC push waiting for its step). */
+int mlrti_ps_take_push(mlrti_ps_server *s, mlrti_ps_held *r, int *queued, char *why,
+                       size_t whylen);
+/* After pushes into range rg: apply the complete SYNC steps, answer the
+ * pulls that may now be answered. */
+void mlrti_ps_settle(mlrti_ps_server *s, int rg);
+
+/* backup.c: the backup side of replication */
+
+/* From the range's primary: a forward (answered once taken) or one order. */
+void mlrti_ps_on_forward(mlrti_ps_server *s, mlrti_ps_held *r);
+/* From a primary: its gathered orders (replica.c), each taken as one. */
+void mlrti_ps_on_orders(mlrti_ps_server *s, mlrti_ps_held *r);
+/* A worker's copy of a push; answered here unless answered != 0. */
+void mlrti_ps_on_copy(mlrti_ps_server *s, mlrti_ps_held *r, int answered);
+/* The snapshot of range rg is in: take what waited for it. */
+void mlrti_ps_take_early(mlrti_ps_server *s, int rg);
+/* Taking over range rg from a dead primary, or ending: take the workers'
+ * copies it ordered, then those it never ordered, in the order they came. */
+void mlrti_ps_take_copies(mlrti_ps_server *s, int rg);
+
+/* replica.c: the primary side of replication */
 
 /* Send push r (taken here as primary of its range) on to backup, and
  * acknowledge it to the worker once the backup has it. */
