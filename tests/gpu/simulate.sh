@@ -13,8 +13,8 @@
 # bundle no longer loads without the bundle's lib/; (3) run.sh passes with
 # the bundle and its log shows every library found; (4) run.sh
 # reports a failing, a hanging and a skipping check as FAIL, TIMEOUT and
-# SKIP, and exits 1; (5) with CUDA's runtime only in a Python wheel's
-# folder, run.sh finds it there.
+# SKIP, and exits 1; (5) with NVIDIA's libraries only in Python wheels'
+# folders, run.sh finds them there.
 set -euo pipefail
 
 die() {
@@ -135,27 +135,33 @@ else
 	check 4 "failing, hanging and skipping checks" "FAILED (exit $rc; $SIM/fail.txt)"
 fi
 
-# (5) CUDA's runtime off the loader's path, only in a Python wheel's folder
-# (as in an image where PyTorch brought it): run.sh must find it there.
+# (5) NVIDIA's libraries off the loader's path, only in Python wheels'
+# folders (as in an image where PyTorch brought them: nvidia/<pkg>/lib):
+# run.sh must find them there.
+site=/opt/sim/.venv/lib/python3.12/site-packages/nvidia
 cudart=$(LD_LIBRARY_PATH=$SIM/repo/build-gpu-bundle/lib ldd "$mlrun" 2>/dev/null | awk '$1 == "libcudart.so.13" { print $3 }')
 if [ -n "$cudart" ]; then
-	wheel=/opt/sim/.venv/lib/python3.12/site-packages/nvidia/cuda_runtime/lib
-	cp -L "$cudart" "$SIM/libcudart.so.13"
-	mount -t tmpfs sim-opt /opt && mkdir -p "$wheel" && cp "$SIM/libcudart.so.13" "$wheel/" &&
-		mount -t tmpfs sim-cuda "$(realpath /usr/local/cuda/lib)" && mount -t tmpfs sim-local /usr/local/lib ||
-		{ echo "simulate: cannot move libcudart" >&2; exit 1; }
+	libdir=$(dirname "$(realpath "$cudart")")
+	mount -t tmpfs sim-opt /opt || { echo "simulate: cannot mount /opt" >&2; exit 1; }
+	for pair in cuda_runtime:libcudart.so.13 nccl:libnccl.so.2 cublas:libcublas.so.13 \
+		cublas:libcublasLt.so.13; do
+		mkdir -p "$site/${pair%%:*}/lib" && cp -L "$libdir/${pair#*:}" "$site/${pair%%:*}/lib/" ||
+			{ echo "simulate: cannot copy ${pair#*:}" >&2; exit 1; }
+	done
+	mount -t tmpfs sim-cuda "$libdir" && mount -t tmpfs sim-local /usr/local/lib ||
+		{ echo "simulate: cannot hide $libdir" >&2; exit 1; }
 	(cd "$SIM/repo" && OUT=$SIM/out-wheel timeout 400 bash tests/gpu/run.sh) >"$SIM/wheel.txt" 2>&1
 	rc=$?
-	grep 'libcudart' "$SIM/wheel.txt" | cut -c1-150
-	if [ $rc -eq 0 ] && grep -q "libcudart.so.13 from $wheel" "$SIM/wheel.txt"; then
-		check 5 "libcudart only in a wheel's folder: found there, checks pass" ok
+	grep -E 'libcudart|libnccl' "$SIM/wheel.txt" | cut -c1-150
+	if [ $rc -eq 0 ] && grep -q "libcudart.so.13 from $site/cuda_runtime/lib" "$SIM/wheel.txt"; then
+		check 5 "NVIDIA's libraries only in wheels' folders: found there, checks pass" ok
 	else
-		check 5 "libcudart only in a wheel's folder" "FAILED (exit $rc; $SIM/wheel.txt)"
+		check 5 "NVIDIA's libraries only in wheels' folders" "FAILED (exit $rc; $SIM/wheel.txt)"
 	fi
 fi
 exit $status
 EOF
 # The copies take room; the logs stay.
-rm -rf "$sim/repo" "$sim/norepo" "$sim/libcudart.so.13"
+rm -rf "$sim/repo" "$sim/norepo"
 echo "simulate: $([ $status -eq 0 ] && echo "all checks hold" || echo "FAILED"); logs in $sim"
 exit $status
