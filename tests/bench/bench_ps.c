@@ -12,6 +12,10 @@
  *               servers (S a power of two) holds an equal share.
  *   latency     worker 0 alone (the others wait at a barrier): push then
  *               pull of a 1-float key, blocking; median over --lat-iters.
+ *               With --echo PS_PEER, blocks of these alternate with blocks
+ *               of bare ZeroMQ REQ/REP round trips of 64 B to `ps_peer
+ *               echo` (over --zmq-over), so that both are measured under
+ *               the same load of this noisy machine.
  *
  * Each line carries the peer figure and the target the issue sets:
  *   4 KiB            keys/s against ps-lite's quoted 5,500 requests/s,
@@ -27,14 +31,22 @@
  *
  *   bench_ps [--sizes 4K,1M,16M] [--rounds N] [--mib N] [--max-ops N]
  *            [--depth N] [--inflight-mib N] [--lat-iters N]
- *            [--tcp-gbs X] [--unix-gbs X] [--zmq-us X] [--zmq-over T]     */
+ *            [--tcp-gbs X] [--unix-gbs X] [--zmq-us X] [--zmq-over T]
+ *            [--echo PS_PEER]                                              */
 #include <inttypes.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
 
 #include <mlrt/mlrt.h>
+
+extern char **environ;
 
 /* 1: requests go out through mlrt_ps_push_async / mlrt_ps_pull_async, up
  * to --depth in flight, settled with mlrt_ps_wait; 0: the blocking calls,
@@ -66,6 +78,7 @@ static struct {
 	double unix_gbs;
 	double zmq_us;
 	const char *zmq_over; /* "tcp" or "ipc": how zmq_us was measured */
+	const char *echo;     /* ps_peer, to time round trips interleaved, or NULL */
 } cfg = {
 	.sizes = {4096, 1 << 20, 16 << 20},
 	.nsizes = 3,
@@ -314,7 +327,71 @@ static void throughput(mlrt_ps *ps, int size_index)
 	free(s.keys);
 }
 
-/* Push then pull of a 1-float key, worker 0 alone; median in us. */
+/* A bare round trip peer: `ps_peer echo` started here, its REQ socket. */
+typedef struct echo_peer {
+	pid_t pid;
+	void *zctx, *sock;
+} echo_peer;
+
+static int echo_start(echo_peer *e)
+{
+	char ep[256] = "";
+	char *argv[] = {(char *)cfg.echo, "echo", "--over", (char *)cfg.zmq_over, NULL};
+	posix_spawn_file_actions_t fa;
+	size_t n = 0;
+	int pfd[2];
+
+	if (pipe(pfd) != 0)
+		return -1;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, pfd[1], STDOUT_FILENO);
+	posix_spawn_file_actions_addclose(&fa, pfd[0]);
+	if (posix_spawn(&e->pid, cfg.echo, &fa, NULL, argv, environ) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		return -1;
+	}
+	posix_spawn_file_actions_destroy(&fa);
+	close(pfd[1]);
+	/* The endpoint, NUL-terminated. */
+	while (n + 1 < sizeof(ep) && read(pfd[0], ep + n, 1) == 1 && ep[n] != '\0')
+		n++;
+	close(pfd[0]);
+	ep[n] = '\0';
+	e->zctx = zmq_ctx_new();
+	e->sock = e->zctx ? zmq_socket(e->zctx, ZMQ_REQ) : NULL;
+	return n > 0 && e->sock != NULL && zmq_connect(e->sock, ep) == 0 ? 0 : -1;
+}
+
+static void echo_stop(echo_peer *e)
+{
+	char b;
+
+	if (e->sock != NULL && zmq_send(e->sock, "", 0, 0) == 0)
+		zmq_recv(e->sock, &b, 1, 0);
+	if (e->sock != NULL)
+		zmq_close(e->sock);
+	if (e->zctx != NULL)
+		zmq_ctx_term(e->zctx);
+	waitpid(e->pid, NULL, 0);
+}
+
+/* One bare 64-byte round trip; its time in us. */
+static double echo_once(echo_peer *e)
+{
+	char msg[64] = {0}, back[64];
+	double t0 = now();
+
+	if (zmq_send(e->sock, msg, sizeof(msg), 0) != (int)sizeof(msg) ||
+	    zmq_recv(e->sock, back, sizeof(back), 0) != (int)sizeof(back))
+		die("bare ZeroMQ round trip", MLRT_ERR_IO);
+	return (now() - t0) * 1e6;
+}
+
+#define LAT_BLOCKS 20 /* alternations of push+pull and bare round trips */
+
+/* Push then pull of a 1-float key, worker 0 alone; median in us, next to
+ * bare ZeroMQ round trips timed in alternate blocks (--echo) or measured
+ * apart (--zmq-us). */
 static void latency(mlrt_ps *ps)
 {
 	uint64_t key = key_of(MAX_SIZES, rank, 0);
@@ -326,28 +403,53 @@ static void latency(mlrt_ps *ps)
 		die("barrier", rc);
 	if (rank == 0) {
 		double *us = alloc_or_die((size_t)cfg.lat_iters * sizeof(double));
-		int warm = cfg.lat_iters / 10 + 10;
+		double *rtt = alloc_or_die((size_t)cfg.lat_iters * sizeof(double));
+		double *push_us = alloc_or_die((size_t)cfg.lat_iters * sizeof(double));
+		int warm = cfg.lat_iters / 10 + 10, block = (cfg.lat_iters + LAT_BLOCKS - 1) / LAT_BLOCKS;
+		echo_peer e = {0};
+		double zmq_us = cfg.zmq_us;
 
+		if (cfg.echo != NULL && echo_start(&e) != 0)
+			die("starting ps_peer echo (--echo)", MLRT_ERR_IO);
 		for (int i = -warm; i < cfg.lat_iters; i++) {
-			double t0 = now();
+			double t0 = now(), t1;
 
-			if ((rc = mlrt_ps_push(ps, &key, 1, &v, &len)) != MLRT_OK ||
-			    (rc = mlrt_ps_pull(ps, &key, 1, &got, &len)) != MLRT_OK)
-				die("push+pull of 1 float", rc);
-			if (i >= 0)
+			if ((rc = mlrt_ps_push(ps, &key, 1, &v, &len)) != MLRT_OK)
+				die("push of 1 float", rc);
+			t1 = now();
+			if ((rc = mlrt_ps_pull(ps, &key, 1, &got, &len)) != MLRT_OK)
+				die("pull of 1 float", rc);
+			if (i >= 0) {
 				us[i] = (now() - t0) * 1e6;
+				push_us[i] = (t1 - t0) * 1e6;
+			}
+			/* After each block of ours, a block of bare round trips. */
+			if (cfg.echo != NULL && i >= 0 && ((i + 1) % block == 0 || i + 1 == cfg.lat_iters))
+				for (int j = i + 1 - block < 0 ? 0 : i + 1 - block; j <= i; j++)
+					rtt[j] = echo_once(&e);
+			else if (cfg.echo != NULL && i < 0)
+				echo_once(&e); /* warm-up */
 		}
 		double m = median(us, (size_t)cfg.lat_iters);
 
+		if (cfg.echo != NULL) {
+			echo_stop(&e);
+			zmq_us = median(rtt, (size_t)cfg.lat_iters);
+		}
 		printf("push+pull 1 float %dx%d: %.1f us (worker 0 alone, median of %d)", nservers,
 		       nworkers, m, cfg.lat_iters);
-		if (cfg.zmq_us > 0)
-			printf("  zmq %s rtt 64 B %.1f us  ratio %.2f of 2 x rtt (target <= 1.20)\n",
-			       cfg.zmq_over, cfg.zmq_us, m / (2 * cfg.zmq_us));
+		if (zmq_us > 0)
+			printf("  zmq %s rtt 64 B %.1f us%s  ratio %.2f of 2 x rtt (target <= 1.20)\n",
+			       cfg.zmq_over, zmq_us, cfg.echo != NULL ? " (interleaved)" : "",
+			       m / (2 * zmq_us));
 		else
-			printf("  zmq rtt not measured (--zmq-us)\n");
+			printf("  zmq rtt not measured (--zmq-us, --echo)\n");
+		printf("# push+pull 1 float %dx%d: the push alone %.1f us (median)\n", nservers,
+		       nworkers, median(push_us, (size_t)cfg.lat_iters));
 		fflush(stdout);
 		free(us);
+		free(rtt);
+		free(push_us);
 	}
 	if ((rc = mlrt_barrier(comm)) != MLRT_OK)
 		die("barrier", rc);
@@ -359,7 +461,8 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: bench_ps [--sizes 4K,1M,16M] [--rounds N] [--mib N] "
 	                "[--max-ops N] [--depth N] [--inflight-mib N] [--lat-iters N] "
-	                "[--tcp-gbs X] [--unix-gbs X] [--zmq-us X] [--zmq-over tcp|ipc]\n");
+	                "[--tcp-gbs X] [--unix-gbs X] [--zmq-us X] [--zmq-over tcp|ipc] "
+	                "[--echo PS_PEER]\n");
 	exit(2);
 }
 
@@ -420,6 +523,8 @@ static void parse(int argc, char **argv)
 			cfg.zmq_us = atof(v);
 		else if (strcmp(o, "--zmq-over") == 0 && (strcmp(v, "tcp") == 0 || strcmp(v, "ipc") == 0))
 			cfg.zmq_over = v;
+		else if (strcmp(o, "--echo") == 0)
+			cfg.echo = v;
 		else
 			usage();
 	}

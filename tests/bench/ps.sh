@@ -9,7 +9,9 @@
 #   push/pull >= 1 MiB  GB/s against the TCP stream (>= 0.70x)
 #   push+pull 1 float   median us against 2 ZeroMQ round trips (<= 1.20x)
 #                       over ipc (what the servers are reached by on one
-#                       machine), or tcp with MLRT_PS_TRANSPORT=tcp
+#                       machine), or tcp with MLRT_PS_TRANSPORT=tcp, timed
+#                       by bench_ps in blocks alternating with its own
+#                       (ps_peer echo), so that both see the same load
 #
 # Environment (meson's benchmark() sets the first three):
 #   MLRUN, BENCH_PS, PS_PEER    mlrun, bench_ps, ps_peer
@@ -103,7 +105,7 @@ for cfg in $configs; do
 		--mib "${BENCH_PS_MIB:-512}" --max-ops "${BENCH_PS_MAX_OPS:-16384}" \
 		--depth "${BENCH_PS_DEPTH:-64}" --inflight-mib "${BENCH_PS_INFLIGHT_MIB:-64}" \
 		--lat-iters "${BENCH_PS_LAT_ITERS:-2000}" --tcp-gbs "$tcp_gbs" --unix-gbs "$unix_gbs" \
-		--zmq-us "$zmq_us" --zmq-over "$zmq_over"
+		--zmq-us "$zmq_us" --zmq-over "$zmq_over" --echo "$PS_PEER"
 	echo
 	echo "== $s server(s) x $w worker(s) =="
 	cat "$out"

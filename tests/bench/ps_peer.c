@@ -12,13 +12,19 @@
  *        --over ipc, no work behind it; median over --iters round trips,
  *        each timed on its own
  *
+ *   echo the REP side alone, for a round trip measured by another program
+ *        (bench_ps interleaves it with its own): prints its endpoint on a
+ *        line, echoes until an empty message
+ *
  *   ps_peer tcp|unix [--mib N] [--chunk-kib N] [--rounds N]
  *   ps_peer zmq [--bytes N] [--iters N] [--over tcp|ipc]
+ *   ps_peer echo [--over tcp|ipc]
  *
  * Prints one line, which ps.sh reads:
  *   tcp stream: X GB/s (...)      or   unix stream: X GB/s (...)
  *   zmq rtt 64 B: X us (...)      or   zmq ipc rtt 64 B: X us (...)        */
 #include <arpa/inet.h>
+#include <sched.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -298,6 +304,33 @@ static int zmq_rtt(int argc, char **argv)
 	return 0;
 }
 
+/* The REP side for another program: the endpoint on stdout, then echo. */
+static int zmq_echo(int argc, char **argv)
+{
+	cpu_set_t all;
+	int pfd[2];
+
+	/* Started by a worker mlrun pinned to a CPU: run anywhere, as the
+	 * parameter servers do. */
+	CPU_ZERO(&all);
+	for (int i = 0; i < CPU_SETSIZE; i++)
+		CPU_SET(i, &all);
+	sched_setaffinity(0, sizeof(all), &all);
+	if (argc == 2 && strcmp(argv[0], "--over") == 0 &&
+	    (strcmp(argv[1], "tcp") == 0 || strcmp(argv[1], "ipc") == 0)) {
+		if (pipe(pfd) != 0)
+			die("pipe");
+		/* zmq_server writes the endpoint to the pipe's write end: make
+		 * that stdout, with a newline after it. */
+		fflush(stdout);
+		if (dup2(STDOUT_FILENO, pfd[1]) < 0)
+			die("dup2");
+		close(pfd[0]);
+		zmq_server(pfd[1], strcmp(argv[1], "ipc") == 0);
+	}
+	return 2;
+}
+
 int main(int argc, char **argv)
 {
 	int rc = 2;
@@ -306,8 +339,11 @@ int main(int argc, char **argv)
 		rc = stream(argc - 2, argv + 2, strcmp(argv[1], "unix") == 0);
 	else if (argc >= 2 && strcmp(argv[1], "zmq") == 0)
 		rc = zmq_rtt(argc - 2, argv + 2);
+	else if (argc >= 2 && strcmp(argv[1], "echo") == 0)
+		rc = zmq_echo(argc - 2, argv + 2);
 	if (rc == 2)
 		fprintf(stderr, "usage: ps_peer tcp|unix [--mib N] [--chunk-kib N] [--rounds N]\n"
-		                "       ps_peer zmq [--bytes N] [--iters N] [--over tcp|ipc]\n");
+		                "       ps_peer zmq [--bytes N] [--iters N] [--over tcp|ipc]\n"
+		                "       ps_peer echo --over tcp|ipc\n");
 	return rc;
 }
