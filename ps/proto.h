@@ -12,8 +12,9 @@
  *   bye    {v, op, id, w}                                -> {..., st}
  *   copy   a push's copy, from the worker to the range's backup, as push;
  *          the push itself names the server in cp
- *   order  {v, op, id, w, rg, seq, clk}, from a range's primary to its
- *          backup: apply worker w's push seq (its copy) now
+ *   order  {v, op, id, n} entries, from a range's primary to its backup,
+ *          not answered: n entries {worker | range << 32, seq} (2 uint64
+ *          each) naming the workers' copies to take, in this order
  *   fwd    a push, from a range's primary server to its backup, as above
  *          (when the worker sent no copy there)
  *   catchup {v, op, id, w (the asking server), rg}, from a server started
