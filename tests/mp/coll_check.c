@@ -18,6 +18,7 @@
 #include <mlrt/mlrt.h>
 
 #include "runtime/reduce.h"
+#include "tests/mp/coll_data.h"
 
 static int failures;
 static int rank, size;
@@ -38,41 +39,14 @@ static void FAILF(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-/* Input element i of rank r for op: small integers (PROD: +-1, +-2). */
-static int64_t input(int r, size_t i, mlrt_op op, int u8)
-{
-	uint64_t h = (uint64_t)(r + 1) * 0x9e3779b97f4a7c15ull + i * 0xbf58476d1ce4e5b9ull;
-
-	h ^= h >> 29;
-	if (op == MLRT_PROD) {
-		static const int v[] = {-2, -1, 1, 2};
-		return u8 ? (int64_t)(h % 3) + 1 : v[h % 4];
-	}
-	return u8 ? (int64_t)(h % 17) : (int64_t)(h % 17) - 8;
-}
-
-static void store_value(void *buf, size_t i, mlrt_dtype t, double v)
-{
-	switch (t) {
-	case MLRT_F32: ((float *)buf)[i] = (float)v; break;
-	case MLRT_F64: ((double *)buf)[i] = v; break;
-	case MLRT_F16: ((uint16_t *)buf)[i] = mlrti_f32_to_f16((float)v); break;
-	case MLRT_BF16: ((uint16_t *)buf)[i] = mlrti_f32_to_bf16((float)v); break;
-	case MLRT_I32: ((int32_t *)buf)[i] = (int32_t)(int64_t)v; break;
-	case MLRT_I64: ((int64_t *)buf)[i] = (int64_t)v; break;
-	case MLRT_U8: ((uint8_t *)buf)[i] = (uint8_t)(int64_t)v; break;
-	default: break;
-	}
-}
-
 /* The reference of element i: op over ranks 0..size-1, exact. */
 static void reference(void *out, size_t i, mlrt_dtype t, mlrt_op op, size_t elem_index)
 {
 	int u8 = t == MLRT_U8;
-	int64_t acc = input(0, elem_index, op, u8);
+	int64_t acc = coll_input(0, elem_index, op, u8);
 
 	for (int r = 1; r < size; r++) {
-		int64_t v = input(r, elem_index, op, u8);
+		int64_t v = coll_input(r, elem_index, op, u8);
 
 		switch (op) {
 		case MLRT_SUM:
@@ -86,7 +60,7 @@ static void reference(void *out, size_t i, mlrt_dtype t, mlrt_op op, size_t elem
 	if (u8)
 		acc = (uint8_t)acc;
 	if (op != MLRT_AVG) {
-		store_value(out, i, t, (double)acc);
+		coll_store(out, i, t, (double)acc);
 		return;
 	}
 	switch (t) {
@@ -99,12 +73,6 @@ static void reference(void *out, size_t i, mlrt_dtype t, mlrt_op op, size_t elem
 	case MLRT_U8: ((uint8_t *)out)[i] = (uint8_t)(acc / size); break;
 	default: break;
 	}
-}
-
-static void fill(void *buf, size_t count, mlrt_dtype t, mlrt_op op, int r, size_t first)
-{
-	for (size_t i = 0; i < count; i++)
-		store_value(buf, i, t, (double)input(r, first + i, op, t == MLRT_U8));
 }
 
 /* A buffer of count elements at an offset of `skew` elements from a
@@ -145,7 +113,7 @@ static void check_allreduce(mlrt_comm *w, mlrt_dtype t, mlrt_op op, size_t count
 
 	region_alloc(&in, bytes, skew * es);
 	region_alloc(&out, bytes, skew * es);
-	fill(in.p, count, t, op, rank, 0);
+	coll_fill(in.p, count, t, op, rank, 0);
 	for (size_t i = 0; i < count; i++)
 		reference(want, i, t, op, i);
 	rc = mlrt_allreduce(w, in.p, in_place ? in.p : out.p, count, t, op);
@@ -161,7 +129,7 @@ static void check_allreduce(mlrt_comm *w, mlrt_dtype t, mlrt_op op, size_t count
 	if (!in_place) {
 		void *again = malloc(bytes + 1);
 
-		fill(again, count, t, op, rank, 0);
+		coll_fill(again, count, t, op, rank, 0);
 		if (memcmp(again, in.p, bytes) != 0)
 			FAILF("allreduce %s %s count %zu: modified the send buffer", mlrt_dtype_name(t),
 			      mlrt_op_name(op), count);
@@ -180,7 +148,7 @@ static void check_reduce_scatter(mlrt_comm *w, mlrt_dtype t, mlrt_op op, size_t 
 	char *dst = in_place ? in + (size_t)rank * count * es : out;
 	int rc;
 
-	fill(in, total, t, op, rank, 0);
+	coll_fill(in, total, t, op, rank, 0);
 	for (size_t i = 0; i < count; i++)
 		reference(want, i, t, op, (size_t)rank * count + i);
 	rc = mlrt_reduce_scatter(w, in, dst, count, t, op);
@@ -235,16 +203,6 @@ static void check_broadcast(mlrt_comm *w, size_t count, int root)
 	free(buf);
 }
 
-static uint64_t fnv(const void *p, size_t n)
-{
-	const unsigned char *b = p;
-	uint64_t h = 1469598103934665603ull;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 1099511628211ull;
-	return h;
-}
-
 /* Random floats: order matters, so check that every rank got the same
  * bits (compared through the store) and that a repeat gives them again. */
 static void check_bitwise_agreement(mlrt_ctx *ctx, mlrt_comm *w, size_t count, int round)
@@ -258,10 +216,10 @@ static void check_bitwise_agreement(mlrt_ctx *ctx, mlrt_comm *w, size_t count, i
 	for (size_t i = 0; i < count; i++)
 		in[i] = (float)rand() / (float)RAND_MAX * 2.0f - 1.0f;
 	rc = mlrt_allreduce(w, in, out, count, MLRT_F32, MLRT_SUM);
-	h1 = fnv(out, count * 4);
+	h1 = coll_fnv(out, count * 4);
 	if (rc == MLRT_OK)
 		rc = mlrt_allreduce(w, in, out, count, MLRT_F32, MLRT_SUM);
-	h2 = fnv(out, count * 4);
+	h2 = coll_fnv(out, count * 4);
 	if (rc != MLRT_OK || h1 != h2)
 		FAILF("random f32 sum count %zu: %s", count, rc ? mlrt_strerror(rc) : "not repeatable");
 	snprintf(key, sizeof(key), "%s/check/%d/%d", mlrt_job_id(ctx), round, rank);

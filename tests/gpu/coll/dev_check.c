@@ -37,6 +37,7 @@
 #include <mlrt/mlrt.h>
 
 #include "runtime/reduce.h"
+#include "tests/mp/coll_data.h"
 
 #define GUARD 256
 
@@ -66,33 +67,6 @@ static void cuda_or_die(cudaError_t e, const char *what)
 	}
 }
 
-/* Input element i of rank r for op: small integers (PROD: +-1, +-2). */
-static int64_t input(int r, size_t i, mlrt_op op, int u8)
-{
-	uint64_t h = (uint64_t)(r + 1) * 0x9e3779b97f4a7c15ull + i * 0xbf58476d1ce4e5b9ull;
-
-	h ^= h >> 29;
-	if (op == MLRT_PROD) {
-		static const int v[] = {-2, -1, 1, 2};
-		return u8 ? (int64_t)(h % 3) + 1 : v[h % 4];
-	}
-	return u8 ? (int64_t)(h % 17) : (int64_t)(h % 17) - 8;
-}
-
-static void store_value(void *buf, size_t i, mlrt_dtype t, double v)
-{
-	switch (t) {
-	case MLRT_F32: ((float *)buf)[i] = (float)v; break;
-	case MLRT_F64: ((double *)buf)[i] = v; break;
-	case MLRT_F16: ((uint16_t *)buf)[i] = mlrti_f32_to_f16((float)v); break;
-	case MLRT_BF16: ((uint16_t *)buf)[i] = mlrti_f32_to_bf16((float)v); break;
-	case MLRT_I32: ((int32_t *)buf)[i] = (int32_t)(int64_t)v; break;
-	case MLRT_I64: ((int64_t *)buf)[i] = (int64_t)v; break;
-	case MLRT_U8: ((uint8_t *)buf)[i] = (uint8_t)(int64_t)v; break;
-	default: break;
-	}
-}
-
 static double load_value(const void *buf, size_t i, mlrt_dtype t)
 {
 	switch (t) {
@@ -111,10 +85,10 @@ static double load_value(const void *buf, size_t i, mlrt_dtype t)
 static int64_t reduced(mlrt_dtype t, mlrt_op op, size_t elem)
 {
 	int u8 = t == MLRT_U8;
-	int64_t acc = input(0, elem, op, u8);
+	int64_t acc = coll_input(0, elem, op, u8);
 
 	for (int r = 1; r < size; r++) {
-		int64_t v = input(r, elem, op, u8);
+		int64_t v = coll_input(r, elem, op, u8);
 
 		switch (op) {
 		case MLRT_SUM:
@@ -136,7 +110,7 @@ static int matches(const void *got, size_t i, mlrt_dtype t, mlrt_op op, size_t e
 	char want[8];
 
 	if (op != MLRT_AVG) {
-		store_value(want, 0, t, (double)acc);
+		coll_store(want, 0, t, (double)acc);
 		return memcmp((const char *)got + i * mlrt_dtype_size(t), want, mlrt_dtype_size(t)) == 0;
 	}
 	{
@@ -148,12 +122,6 @@ static int matches(const void *got, size_t i, mlrt_dtype t, mlrt_op op, size_t e
 
 		return fabs(g - w) <= tol;
 	}
-}
-
-static void fill(void *buf, size_t count, mlrt_dtype t, mlrt_op op, int r, size_t first)
-{
-	for (size_t i = 0; i < count; i++)
-		store_value(buf, i, t, (double)input(r, first + i, op, t == MLRT_U8));
 }
 
 /* Device memory with GUARD bytes of 0xA5 on each side. */
@@ -211,7 +179,7 @@ static void check_allreduce(mlrt_comm *w, mlrt_dtype t, mlrt_op op, size_t count
 	void *recv;
 	int rc;
 
-	fill(h_in, count, t, op, rank, 0);
+	coll_fill(h_in, count, t, op, rank, 0);
 	dbuf_alloc(&in, bytes);
 	dbuf_alloc(&out, bytes);
 	dbuf_put(&in, h_in, bytes);
@@ -262,7 +230,7 @@ static void check_reduce_scatter(mlrt_comm *w, mlrt_dtype t, mlrt_op op, size_t 
 	void *dst;
 	int rc;
 
-	fill(h_in, total, t, op, rank, 0);
+	coll_fill(h_in, total, t, op, rank, 0);
 	dbuf_alloc(&in, total * es);
 	dbuf_alloc(&out, count * es);
 	dbuf_put(&in, h_in, total * es);
@@ -301,7 +269,7 @@ static void check_allgather(mlrt_comm *w, mlrt_dtype t, size_t count, int in_pla
 	int rc;
 
 	for (int r = 0; r < size; r++)
-		fill(want + (size_t)r * count * es, count, t, MLRT_SUM, r, 0);
+		coll_fill(want + (size_t)r * count * es, count, t, MLRT_SUM, r, 0);
 	memcpy(mine, want + (size_t)rank * count * es, count * es);
 	dbuf_alloc(&in, count * es);
 	dbuf_alloc(&out, total * es);
@@ -336,7 +304,7 @@ static void check_broadcast(mlrt_comm *w, mlrt_dtype t, size_t count, int root)
 	dbuf b;
 	int rc;
 
-	fill(want, count, t, MLRT_SUM, root, 7);
+	coll_fill(want, count, t, MLRT_SUM, root, 7);
 	if (rank == root)
 		memcpy(h, want, bytes);
 	else
@@ -369,7 +337,7 @@ static void check_group(mlrt_comm *w)
 	mlrt_request *req[N];
 	int rc;
 
-	fill(h, COUNT, MLRT_F32, MLRT_SUM, rank, 0);
+	coll_fill(h, COUNT, MLRT_F32, MLRT_SUM, rank, 0);
 	for (int i = 0; i < N; i++) {
 		dbuf_alloc(&b[i], COUNT * 4);
 		dbuf_put(&b[i], h, COUNT * 4);
@@ -396,16 +364,6 @@ static void check_group(mlrt_comm *w)
 	free(h);
 }
 
-static uint64_t fnv(const void *p, size_t n)
-{
-	const unsigned char *b = p;
-	uint64_t h = 1469598103934665603ull;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 1099511628211ull;
-	return h;
-}
-
 /* Random floats: every rank must get the same bits, and a rerun too. */
 static void check_bitwise_agreement(mlrt_ctx *ctx, mlrt_comm *w, size_t count, int round)
 {
@@ -423,11 +381,11 @@ static void check_bitwise_agreement(mlrt_ctx *ctx, mlrt_comm *w, size_t count, i
 	dbuf_put(&in, h, count * 4);
 	rc = mlrt_allreduce(w, in.p, out.p, count, MLRT_F32, MLRT_SUM);
 	dbuf_get(&out, h, 0, count * 4);
-	h1 = fnv(h, count * 4);
+	h1 = coll_fnv(h, count * 4);
 	if (rc == MLRT_OK)
 		rc = mlrt_allreduce(w, in.p, out.p, count, MLRT_F32, MLRT_SUM);
 	dbuf_get(&out, h, 0, count * 4);
-	h2 = fnv(h, count * 4);
+	h2 = coll_fnv(h, count * 4);
 	if (rc != MLRT_OK || h1 != h2)
 		FAILF("random f32 sum count %zu: %s", count, rc ? mlrt_strerror(rc) : "not repeatable");
 	snprintf(key, sizeof(key), "%s/devcheck/%d/%d", mlrt_job_id(ctx), round, rank);
