@@ -184,6 +184,15 @@ void mlrti_ps_on_copy(mlrti_ps_server *s, mlrti_ps_held *r, int answered)
 		mlrti_ps_held_free(r);
 		return;
 	}
+	/* Kept until ordered, so the values are copied out of the worker's
+	 * arena before it hears that this server has them. */
+	if (mlrti_ps_held_own(r) != MLRT_OK) {
+		if (!answered)
+			mlrti_ps_reply_to(s, &r->f[0], &r->h, MLRT_ERR_NOMEM, "out of memory for a copy",
+			                  NULL);
+		mlrti_ps_held_free(r);
+		return;
+	}
 	if (!answered)
 		mlrti_ps_reply_to(s, &r->f[0], &r->h, MLRT_OK, NULL, NULL);
 	if (g->catching_up) {

@@ -9,7 +9,9 @@
  * worker look for servers marked down, move their ranges where the
  * servers' range map says, and send what was waiting there again.  With
  * replication a push also goes, at the same time, to the range's backup
- * (a copy); it is done when both have answered.  See docs/ps.md. */
+ * (a copy); it is done when both have answered.  Large push values for
+ * servers on this machine go through shared memory instead (ps/arena.h).
+ * See docs/ps.md. */
 #include <errno.h>
 #include <inttypes.h>
 #include <sched.h>
@@ -25,6 +27,7 @@
 #include <mlrt/ps.h>
 #include <mlrt/store.h>
 
+#include "ps/arena.h"
 #include "ps/proto.h"
 #include "runtime/common.h"
 #include "runtime/ctx.h"
@@ -32,6 +35,8 @@
 #define DRAIN_MAX 64 /* replies taken from one socket between polls */
 #define FAILOVER_CHECK_MS 50 /* a request unanswered this long: is its server down? */
 #define LEND_MIN_BYTES (64 * 1024) /* push values from this size go out without a copy */
+#define ARENA_MIB_DEF 64 /* MLRT_PS_SHM_MIB: a worker's arena of push values */
+#define ARENA_MIN_DEF (64 * 1024) /* MLRT_PS_SHM_MIN: values from this size go through it */
 
 /* One key range's share of a request. */
 typedef struct part {
@@ -40,6 +45,7 @@ typedef struct part {
 	int copy;        /* push: the backup its copy went to, -1: none */
 	int copy_waiting; /* that copy is not yet answered */
 	uint64_t seq;    /* push: its number among this worker's pushes to the range */
+	int64_t arena_off; /* push: where its values are in the arena, -1: not there */
 	int64_t clock;   /* the worker's clock when it was first sent */
 	size_t first;    /* index of its first key in the caller's arrays */
 	size_t nvals;    /* floats */
@@ -61,6 +67,7 @@ typedef struct request {
 	int pending;      /* servers yet to answer */
 	int status;
 	atomic_int lent;  /* caller buffers ZeroMQ still holds */
+	uint64_t arena_end; /* its values' region in the arena, to give back; 0: none */
 } request;
 
 struct mlrt_ps {
@@ -85,6 +92,10 @@ struct mlrt_ps {
 	int error;         /* first error since the last wait */
 	int broken;        /* a reply is overdue: the handle cannot be trusted */
 	int opened;        /* every server said hello back */
+	mlrti_ps_arena arena; /* push values for servers on this machine */
+	size_t arena_min;  /* values of a range from this size go there */
+	int *local;        /* [server]: on this machine (reached over ipc) */
+	int *arena_ok;     /* [server]: it mapped the arena (said so in hello) */
 	request slot[MLRT_PS_MAX_INFLIGHT];
 };
 
@@ -241,11 +252,19 @@ static int send_op(mlrt_ps *ps, request *q, int rg, const float *vals, mlrti_ps_
 		.opts = ps->opts,
 	};
 	int has_keys = keyed(q->op), push = q->op == MLRTI_PS_PUSH;
+	int by_ref = push && p->arena_off >= 0 && ps->arena_ok[to];
 	char buf[1024];
 	size_t len;
 	zmq_msg_t m;
 	int rc;
 
+	/* The arena: offered to servers on this machine in hello, named by
+	 * pushes whose values are in it. */
+	if (ps->arena.base != NULL && ((q->op == MLRTI_PS_HELLO && ps->local[to]) || by_ref)) {
+		h.has_arena = 1;
+		h.arena = mlrti_ps_arena_id(&ps->arena);
+		h.arena_key = q->op == MLRTI_PS_HELLO ? ps->arena.key : 0;
+	}
 	MLRTI_CHECK_GOTO(mlrti_ps_hdr_encode(&h, 0, buf, sizeof(buf), &len), rc, out);
 	MLRTI_CHECK_GOTO(send_frame(sock, buf, len, has_keys), rc, out);
 	if (!has_keys)
@@ -254,6 +273,11 @@ static int send_op(mlrt_ps *ps, request *q, int rg, const float *vals, mlrti_ps_
 	MLRTI_CHECK_GOTO(send_frame(sock, p->lens, p->n * 8, push), rc, out);
 	if (!push)
 		return MLRT_OK;
+	if (by_ref) {
+		uint64_t desc[2] = {(uint64_t)p->arena_off, p->nvals * sizeof(float)};
+
+		return send_frame(sock, desc, sizeof(desc), 0);
+	}
 	MLRTI_CHECK_GOTO(values_msg(q, p, vals, &m), rc, out);
 	if (zmq_msg_send(&m, sock, 0) < 0) {
 		zmq_msg_close(&m);
@@ -425,6 +449,8 @@ static void take_reply(mlrt_ps *ps, int s)
 		if (vrc != MLRT_OK)
 			fail_request(q, vrc);
 	} else {
+		if (q->op == MLRTI_PS_HELLO)
+			ps->arena_ok[s] = h.arena_ok && ps->arena.base != NULL;
 		drop_rest(ps->sock[s], more);
 	}
 	if (ps->moved_at[h.range] > 0) {
@@ -632,6 +658,9 @@ static int complete_upto(mlrt_ps *ps, int64_t ticket)
 			sched_yield();
 		if (ps->error == MLRT_OK)
 			ps->error = q->status;
+		if (q->arena_end > 0)
+			mlrti_ps_arena_give(&ps->arena, q->arena_end);
+		q->arena_end = 0;
 		q->ticket = -1;
 		ps->done_upto = t;
 	}
@@ -645,6 +674,58 @@ static int serves_earlier(const mlrt_ps *ps, int rg)
 		if (ps->primary[i] == ps->primary[rg])
 			return 1;
 	return 0;
+}
+
+/* Whether part p of a push to range rg goes through the arena. */
+static int arena_part(const mlrt_ps *ps, const part *p, int rg)
+{
+	int b = ps->backup[rg];
+
+	return p->n > 0 && p->nvals * sizeof(float) >= ps->arena_min &&
+	       (ps->arena_ok[ps->primary[rg]] || (b >= 0 && ps->arena_ok[b]));
+}
+
+/* Copy the values of push q (ticket t) for servers that read the arena
+ * into one region of it, waiting for older requests to give theirs back
+ * when it is full; values that do not fit at all go over the sockets. */
+static int to_arena(mlrt_ps *ps, request *q, int64_t t, const float *vals)
+{
+	size_t need = 0;
+	int64_t off;
+
+	q->arena_end = 0;
+	for (int rg = 0; rg < ps->nservers; rg++) {
+		q->parts[rg].arena_off = -1;
+		if (ps->arena.base != NULL && arena_part(ps, &q->parts[rg], rg))
+			need += (q->parts[rg].nvals * sizeof(float) + 63) / 64 * 64;
+	}
+	if (need == 0)
+		return MLRT_OK;
+	while ((off = mlrti_ps_arena_take(&ps->arena, need, &q->arena_end)) < 0 &&
+	       ps->done_upto < t - 1) {
+		int rc = complete_upto(ps, ps->done_upto + 1);
+
+		if (rc != MLRT_OK)
+			return rc;
+	}
+	if (off < 0)
+		return MLRT_OK; /* larger than the arena */
+	for (int rg = 0; rg < ps->nservers; rg++) {
+		part *p = &q->parts[rg];
+		char *dst = ps->arena.base + off;
+
+		if (!arena_part(ps, p, rg))
+			continue;
+		p->arena_off = off;
+		for (size_t k = 0; k < p->n; k++) {
+			size_t bytes = p->lens[k] * sizeof(float);
+
+			memcpy(dst, vals + q->offset[p->idx[k]], bytes);
+			dst += bytes;
+		}
+		off += (int64_t)((p->nvals * sizeof(float) + 63) / 64 * 64);
+	}
+	return MLRT_OK;
 }
 
 /* Start op with keys (every server when all is set, else those holding
@@ -666,6 +747,8 @@ static int start(mlrt_ps *ps, mlrti_ps_op op, int all, const uint64_t *keys, siz
 		MLRTI_CHECK_GOTO(complete_upto(ps, t - MLRT_PS_MAX_INFLIGHT), rc, out);
 	q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
 	MLRTI_CHECK_GOTO(split(ps, q, keys, nkeys, lens), rc, out);
+	if (op == MLRTI_PS_PUSH)
+		MLRTI_CHECK_GOTO(to_arena(ps, q, t, in), rc, out);
 	q->ticket = t;
 	q->op = op;
 	q->out = out;
@@ -823,6 +906,9 @@ static int connect_server(mlrt_ps *ps, mlrt_store *st, const char *prefix, int s
 	free(addr);
 	if (rc != MLRT_OK)
 		return rc;
+	/* A new process there: it has not mapped the arena (no hello). */
+	ps->arena_ok[s] = 0;
+	ps->local[s] = strncmp(endpoint, "ipc://", 6) == 0;
 	ps->sock[s] = zmq_socket(ps->zctx, ZMQ_DEALER);
 	if (ps->sock[s] == NULL || zmq_setsockopt(ps->sock[s], ZMQ_LINGER, &zero, sizeof(zero)) ||
 	    zmq_connect(ps->sock[s], endpoint) != 0) {
@@ -831,6 +917,26 @@ static int connect_server(mlrt_ps *ps, mlrt_store *st, const char *prefix, int s
 		rc = MLRT_ERR_UNAVAILABLE;
 	}
 	return rc;
+}
+
+/* A worker with servers on its machine pushes large values to them
+ * through an arena (MLRT_PS_SHM=0: never; MLRT_PS_SHM_MIB: its size;
+ * MLRT_PS_SHM_MIN: the smallest values of a range that go there). */
+static int open_arena(mlrt_ps *ps)
+{
+	int64_t on, mib, min;
+	int any = 0;
+
+	for (int s = 0; s < ps->nservers; s++)
+		any |= ps->local[s];
+	if (mlrti_env_int("MLRT_PS_SHM", 0, 1, 1, &on) != MLRT_OK ||
+	    mlrti_env_int("MLRT_PS_SHM_MIB", 1, 1 << 20, ARENA_MIB_DEF, &mib) != MLRT_OK ||
+	    mlrti_env_int("MLRT_PS_SHM_MIN", 4, INT64_MAX, ARENA_MIN_DEF, &min) != MLRT_OK)
+		return MLRT_ERR_INVALID;
+	ps->arena_min = (size_t)min;
+	if (on && any && ps->worker < ps->nworkers) /* the evaluator only pulls */
+		mlrti_ps_arena_open(&ps->arena, (size_t)mib << 20); /* else over the sockets */
+	return MLRT_OK;
 }
 
 int mlrt_ps_open_opts(mlrt_ctx *ctx, const mlrt_ps_opts *o, mlrt_ps **out)
@@ -876,10 +982,13 @@ int mlrt_ps_open_opts(mlrt_ctx *ctx, const mlrt_ps_opts *o, mlrt_ps **out)
 	ps->moved_at = calloc((size_t)ps->nservers, sizeof(*ps->moved_at));
 	ps->addr = calloc((size_t)ps->nservers, sizeof(*ps->addr));
 	ps->moved_from = calloc((size_t)ps->nservers, sizeof(*ps->moved_from));
+	ps->local = calloc((size_t)ps->nservers, sizeof(*ps->local));
+	ps->arena_ok = calloc((size_t)ps->nservers, sizeof(*ps->arena_ok));
+	ps->arena.fd = -1;
 	ps->zctx = zmq_ctx_new();
 	if (ps->sock == NULL || ps->primary == NULL || ps->backup == NULL ||
-	    ps->backup_epoch == NULL || ps->seq == NULL ||
-	    ps->moved_at == NULL ||
+	    ps->backup_epoch == NULL || ps->seq == NULL || ps->local == NULL ||
+	    ps->arena_ok == NULL || ps->moved_at == NULL ||
 	    ps->addr == NULL || ps->moved_from == NULL || ps->zctx == NULL) {
 		rc = MLRT_ERR_NOMEM;
 		goto fail;
@@ -894,6 +1003,7 @@ int mlrt_ps_open_opts(mlrt_ctx *ctx, const mlrt_ps_opts *o, mlrt_ps **out)
 		MLRTI_CHECK_GOTO(connect_server(ps, st, mlrti_ctx_gen_prefix(ctx), s,
 		                                ps->opts.timeout_ms),
 		                 rc, fail);
+	MLRTI_CHECK_GOTO(open_arena(ps), rc, fail);
 	MLRTI_CHECK_GOTO(round_trip(ps, MLRTI_PS_HELLO, 1, NULL, 0, NULL, NULL, NULL), rc, fail);
 	ps->opened = 1;
 	*out = ps;
@@ -932,6 +1042,7 @@ int mlrt_ps_close(mlrt_ps *ps)
 			zmq_close(ps->sock[s]);
 	if (ps->zctx != NULL)
 		zmq_ctx_term(ps->zctx);
+	mlrti_ps_arena_close(&ps->arena);
 	for (int i = 0; i < MLRT_PS_MAX_INFLIGHT; i++) {
 		request *q = &ps->slot[i];
 
@@ -951,6 +1062,8 @@ int mlrt_ps_close(mlrt_ps *ps)
 	free(ps->moved_at);
 	free(ps->addr);
 	free(ps->moved_from);
+	free(ps->local);
+	free(ps->arena_ok);
 	free(ps);
 	return rc;
 }

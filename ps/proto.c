@@ -74,17 +74,20 @@ int mlrti_ps_hdr_encode(const mlrti_ps_hdr *h, int reply, void *buf, size_t cap,
 
 	msgpack_packer_init(&pk, &f, fixed_write);
 	if (reply) {
-		err = msgpack_pack_map(&pk, 5 + (msglen > 0) + 2 * (h->has_backup != 0)) ||
+		err = msgpack_pack_map(&pk, 5 + (msglen > 0) + 2 * (h->has_backup != 0) +
+		                               (h->arena_ok != 0)) ||
 		      pack_u64(&pk, "v", MLRTI_PS_VERSION) ||
 		      pack_u64(&pk, "op", (uint64_t)h->op) || pack_u64(&pk, "id", h->id) ||
 		      pack_i64(&pk, "rg", h->range) || pack_i64(&pk, "st", h->status) ||
 		      (h->has_backup && (pack_i64(&pk, "bk", h->backup) ||
-		                         pack_u64(&pk, "be", h->backup_epoch)));
+		                         pack_u64(&pk, "be", h->backup_epoch))) ||
+		      (h->arena_ok && pack_u64(&pk, "sm", 1));
 		if (!err && msglen > 0)
 			err = pack_key(&pk, "msg") || msgpack_pack_str(&pk, msglen) ||
 			      msgpack_pack_str_body(&pk, h->msg, msglen);
 	} else {
-		err = msgpack_pack_map(&pk, 9 + 2 * (h->has_copy != 0) +
+		err = msgpack_pack_map(&pk, 9 + 2 * (h->has_copy != 0) + (h->has_arena != 0) +
+		                               (h->arena_key != 0) +
 		                               (h->has_opts ? OPTS_FIELDS : 0)) ||
 		      pack_u64(&pk, "v", MLRTI_PS_VERSION) || pack_u64(&pk, "op", (uint64_t)h->op) ||
 		      pack_u64(&pk, "id", h->id) || pack_i64(&pk, "w", h->worker) ||
@@ -93,6 +96,8 @@ int mlrti_ps_hdr_encode(const mlrti_ps_hdr *h, int reply, void *buf, size_t cap,
 		      pack_i64(&pk, "clk", h->clock) || pack_u64(&pk, "n", h->nkeys) ||
 		      (h->has_copy && (pack_i64(&pk, "cp", h->copy_to) ||
 		                       pack_u64(&pk, "ce", h->copy_epoch))) ||
+		      (h->has_arena && pack_u64(&pk, "sa", h->arena)) ||
+		      (h->arena_key != 0 && pack_u64(&pk, "sk", h->arena_key)) ||
 		      (h->has_opts && pack_opts(&pk, &h->opts));
 	}
 	if (err)
@@ -181,6 +186,18 @@ static int decode_field(const msgpack_object_str *k, const msgpack_object *v, ml
 	}
 	if (key_is(k, "seq"))
 		return get_u64(v, &h->seq);
+	if (key_is(k, "sa")) {
+		h->has_arena = 1;
+		return get_u64(v, &h->arena);
+	}
+	if (key_is(k, "sk"))
+		return get_u64(v, &h->arena_key);
+	if (key_is(k, "sm")) {
+		if (get_int(v, 0, 1, &i))
+			return -1;
+		h->arena_ok = (int)i;
+		return 0;
+	}
 	if (key_is(k, "clk"))
 		return get_int(v, 0, INT64_MAX, &h->clock);
 	if (key_is(k, "n")) {

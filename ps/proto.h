@@ -4,8 +4,8 @@
  * A request is a multipart message: a header frame (one msgpack map with
  * short string keys) followed by raw payload frames in host byte order:
  *
- *   hello  {v, op, id, w, nw, + the options}            -> {v, op, id, rg, st, [msg]}
- *   push   {v, op, id, w, rg, seq, clk, n, [cp, ce]} keys lens vals
+ *   hello  {v, op, id, w, nw, [sa, sk], + the options}  -> {v, op, id, rg, st, [sm], [msg]}
+ *   push   {v, op, id, w, rg, seq, clk, n, [cp, ce], [sa]} keys lens vals
  *                                                   -> {v, op, id, rg, st, [bk, be], [msg]}
  *   pull   {v, op, id, w, rg, clk, n} keys lens          -> {..., st, [msg]} vals
  *   init   {v, op, id, w, rg, n} keys lens               -> {..., st, [msg]}
@@ -22,6 +22,10 @@
  *          keys lens updates vals state seqs clocks applied: the range's
  *          snapshot, after which the primary forwards to it
  *
+ * sa names the worker's arena of push values in shared memory (ps/arena.h):
+ * in a hello, with the key found at its start (sk), asking the server to
+ * map it (sm: 1 in the answer when it did); in a push or copy, saying that vals is a descriptor {offset, bytes}
+ * of the values in it.
  * rg is the key range (the keys of server rg's share of the key space);
  * seq numbers a worker's pushes to that range, so that a push sent again
  * after a failover is applied once.
@@ -74,6 +78,10 @@ typedef struct mlrti_ps_hdr {
 	int32_t backup;
 	uint32_t backup_epoch; /* and a number that changes whenever that does (a
 	                        * backup started again keeps its index) */
+	int has_arena;   /* hello, push, copy: sa given */
+	uint64_t arena;  /* the worker's arena (pid << 32 | fd) */
+	uint64_t arena_key; /* hello: the key at its start (sk) */
+	int arena_ok;    /* reply to hello: the server mapped it (sm) */
 	int32_t status; /* reply: an mlrt_status */
 	char msg[MLRTI_PS_MSG_MAX]; /* reply: what went wrong, or "" */
 	int has_opts;   /* hello carries the options */

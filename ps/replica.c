@@ -70,6 +70,9 @@ static int send_forward(mlrti_ps_server *s, mlrti_ps_held *r, int backup, uint64
 
 	if (sock == NULL || mlrti_ps_flush_orders(s, backup) != MLRT_OK)
 		return MLRT_ERR_UNAVAILABLE;
+	if (mlrti_ps_held_own(r) != MLRT_OK) /* sent after the worker's answer, perhaps */
+		return MLRT_ERR_NOMEM;
+	h = r->h;
 	h.op = MLRTI_PS_FORWARD;
 	h.id = *fid = ++s->next_fwd;
 	if (mlrti_ps_hdr_encode(&h, 0, buf, sizeof(buf), &len) != MLRT_OK ||

@@ -51,6 +51,53 @@ void mlrti_ps_held_free(mlrti_ps_held *r)
 	free(r);
 }
 
+int mlrti_ps_held_own(mlrti_ps_held *r)
+{
+	zmq_msg_t m;
+
+	if (!r->borrowed)
+		return MLRT_OK;
+	if (zmq_msg_init_size(&m, zmq_msg_size(&r->f[4])) != 0)
+		return MLRT_ERR_NOMEM;
+	memcpy(zmq_msg_data(&m), zmq_msg_data(&r->f[4]), zmq_msg_size(&m));
+	zmq_msg_close(&r->f[4]);
+	r->f[4] = m;
+	r->borrowed = 0;
+	r->h.has_arena = 0;
+	return MLRT_OK;
+}
+
+/* Push or copy r names its values in the worker's arena: let f[4] show
+ * them there.  An error (why filled) for a bad descriptor or an arena the
+ * worker did not announce in its hello. */
+static int borrow_values(mlrti_ps_server *s, mlrti_ps_held *r, char *why, size_t whylen)
+{
+	const mlrti_ps_arena_map *m;
+	const void *p;
+	size_t len;
+
+	if ((r->h.op != MLRTI_PS_PUSH && r->h.op != MLRTI_PS_COPY) || r->nf != 5 ||
+	    r->h.worker >= s->nworkers) {
+		snprintf(why, whylen, "values by reference outside a worker's push");
+		return MLRT_ERR_PROTOCOL;
+	}
+	m = &s->arenas[r->h.worker];
+	if (m->id != r->h.arena) {
+		snprintf(why, whylen, "worker %d named shared values this server has not mapped",
+		         r->h.worker);
+		return MLRT_ERR_PROTOCOL;
+	}
+	p = mlrti_ps_arena_resolve(m, zmq_msg_data(&r->f[4]), zmq_msg_size(&r->f[4]), &len, why,
+	                           whylen);
+	if (p == NULL)
+		return MLRT_ERR_PROTOCOL;
+	zmq_msg_close(&r->f[4]);
+	zmq_msg_init_data(&r->f[4], (void *)p, len, NULL, NULL);
+	r->borrowed = 1;
+	s->borrowed++;
+	return MLRT_OK;
+}
+
 /* ---- keys ---- */
 
 static mlrti_ps_vals *vals_alloc(size_t len)
@@ -236,7 +283,8 @@ void mlrti_ps_reply_to(mlrti_ps_server *s, zmq_msg_t *route, const mlrti_ps_hdr 
                      const char *msg, zmq_msg_t *vals)
 {
 	char buf[512];
-	mlrti_ps_hdr h = {.op = req->op, .id = req->id, .range = req->range, .status = status};
+	mlrti_ps_hdr h = {.op = req->op, .id = req->id, .range = req->range, .status = status,
+	                  .arena_ok = req->op == MLRTI_PS_HELLO && req->arena_ok};
 	zmq_msg_t id;
 	size_t len;
 
@@ -464,6 +512,10 @@ int mlrti_ps_take_push(mlrti_ps_server *s, mlrti_ps_held *r, int *queued, char *
 	}
 	if (rc == MLRT_OK)
 		rc = touch_keys(s, r, &p, why, whylen);
+	if (rc == MLRT_OK && s->opts.consistency == MLRT_PS_SYNC && mlrti_ps_held_own(r) != MLRT_OK) {
+		snprintf(why, whylen, "out of memory for a push of %zu floats", p.nvals);
+		rc = MLRT_ERR_NOMEM;
+	}
 	if (rc != MLRT_OK)
 		return rc;
 	g->seq[w] = r->h.seq;
@@ -559,6 +611,19 @@ static void on_hello(mlrti_ps_server *s, mlrti_ps_held *r)
 		         "worker; every worker must pass the same mlrt_ps_opts", r->h.worker);
 		rc = MLRT_ERR_INVALID;
 	}
+	/* Values through shared memory when the worker's arena maps here;
+	 * over the socket otherwise (the answer says which). */
+	r->h.arena_ok = 0;
+	if (rc == MLRT_OK && r->h.has_arena && r->h.worker < s->nworkers) {
+		char mwhy[MLRTI_PS_MSG_MAX];
+
+		if (mlrti_ps_arena_map_id(&s->arenas[r->h.worker], r->h.arena, r->h.arena_key, mwhy,
+		                          sizeof(mwhy)) == MLRT_OK)
+			r->h.arena_ok = 1;
+		else
+			mlrt_log(MLRT_LOG_WARN, "ps: server %d: worker %d: %s; its values come over the "
+			         "socket", s->index, r->h.worker, mwhy);
+	}
 	reply(s, r, rc, rc == MLRT_OK ? NULL : why, NULL);
 	mlrti_ps_held_free(r);
 }
@@ -591,6 +656,11 @@ static void on_request(mlrti_ps_server *s, mlrti_ps_held *r)
 	}
 	if (r->h.op == MLRTI_PS_HELLO) {
 		on_hello(s, r);
+		return;
+	}
+	if (r->h.has_arena && (rc = borrow_values(s, r, why, sizeof(why))) != MLRT_OK) {
+		reply(s, r, rc, why, NULL);
+		mlrti_ps_held_free(r);
 		return;
 	}
 	if (!s->have_opts && r->h.op != MLRTI_PS_FORWARD && r->h.op != MLRTI_PS_ORDER) {
@@ -786,6 +856,9 @@ static void server_fini(mlrti_ps_server *s)
 	if (s->zctx != NULL)
 		zmq_ctx_term(s->zctx);
 	mlrt_store_close(s->store);
+	for (int w = 0; s->arenas != NULL && w < s->nworkers; w++)
+		mlrti_ps_arena_unmap(&s->arenas[w]);
+	free(s->arenas);
 	free(s->touched);
 	free(s->vals);
 	free(s->left);
@@ -850,7 +923,9 @@ static int server_init(mlrti_ps_server *s, mlrt_ctx *ctx)
 	s->ranges = calloc((size_t)s->nservers, sizeof(*s->ranges));
 	s->peer = calloc((size_t)s->nservers, sizeof(*s->peer));
 	s->pending = calloc((size_t)s->nservers, sizeof(*s->pending));
-	if (s->left == NULL || s->ranges == NULL || s->peer == NULL)
+	s->arenas = calloc((size_t)s->nworkers, sizeof(*s->arenas));
+	if (s->left == NULL || s->ranges == NULL || s->peer == NULL || s->pending == NULL ||
+	    s->arenas == NULL)
 		return MLRT_ERR_NOMEM;
 	for (int i = 0; i < s->nservers; i++) {
 		mlrti_ps_range *g = &s->ranges[i];
@@ -1092,6 +1167,9 @@ int mlrt_ps_serve(mlrt_ctx *ctx)
 		         s.index, s.max_lead, s.opts.staleness);
 	else
 		mlrt_log(MLRT_LOG_INFO, "ps: server %d: every worker has closed", s.index);
+	if (s.borrowed > 0)
+		mlrt_log(MLRT_LOG_INFO, "ps: server %d: read the values of %" PRIu64 " pushes and "
+		         "copies in the workers' shared memory", s.index, s.borrowed);
 	if (s.took_copies + s.took_forwards > 0)
 		mlrt_log(MLRT_LOG_INFO, "ps: server %d: as a backup it took %" PRIu64 " pushes from "
 		         "the workers' copies and %" PRIu64 " forwarded by their primary", s.index,

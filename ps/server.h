@@ -14,6 +14,7 @@
 #include <mlrt/ps.h>
 #include <mlrt/store.h>
 
+#include "ps/arena.h"
 #include "ps/proto.h"
 
 #define MLRTI_PS_MAX_FRAMES 5 /* routing id, header, keys, lens, vals */
@@ -41,6 +42,7 @@ typedef struct mlrti_ps_key {
 typedef struct mlrti_ps_held {
 	zmq_msg_t f[MLRTI_PS_MAX_FRAMES];
 	int nf;
+	int borrowed;     /* f[4] shows the values in the worker's arena */
 	mlrti_ps_hdr h;
 	struct mlrti_ps_held *next;
 } mlrti_ps_held;
@@ -110,7 +112,9 @@ typedef struct mlrti_ps_server {
 	mlrti_ps_key **touched; /* SYNC: keys of the step being applied */
 	size_t ntouched, cap_touched;
 	int64_t max_lead; /* BOUNDED: largest lead over the slowest at a served pull */
+	mlrti_ps_arena_map *arenas; /* [nworkers]: each worker's push values, mapped */
 	uint64_t took_copies, took_forwards; /* pushes taken as backup, by how they came */
+	uint64_t borrowed; /* pushes and copies whose values were in a worker's arena */
 	const char *ckpt_dir; /* MLRT_PS_CKPT_DIR: shard checkpoints, or NULL */
 	int64_t ckpt_ms;      /* between them */
 	int64_t next_save;
@@ -132,6 +136,10 @@ void mlrti_ps_reply_to(mlrti_ps_server *s, zmq_msg_t *route, const mlrti_ps_hdr 
 /* server.c, for the replication files */
 
 void mlrti_ps_held_free(mlrti_ps_held *r);
+/* Copy the values push r borrows from a worker's arena into a frame of
+ * its own: before it is kept past the current request (a worker reuses
+ * the memory once answered) or sent on.  MLRT_ERR_NOMEM. */
+int mlrti_ps_held_own(mlrti_ps_held *r);
 /* Take push r into its range: 1 when taken, 0 for a duplicate (its
  * sequence number was seen), or an error (why filled).  r stays the
  * caller's unless *queued is set (a SYNC push waiting for its step). */

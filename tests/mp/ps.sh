@@ -48,6 +48,22 @@ grep -q '^evaluate: evaluator saw [0-9]* values$' "$TMP/out" &&
 grep -q 'the evaluator pulls; it does not push' "$TMP/err" || fail "evaluate: push not refused"
 echo "evaluator: pulled while the workers trained; its push refused"
 
+# Push values through the workers' shared memory (every push: MLRT_PS_SHM_MIN=4)
+# give the same exact results; with MLRT_PS_SHM=0 they go over the sockets.
+shm_read() { grep -c "read the values of [1-9][0-9]* pushes and copies in the workers' shared" "$TMP/err"; }
+export MLRT_PS_SHM_MIN=4
+run 2 4 sum
+[ "$(shm_read)" -eq 2 ] || fail "shm sum: the servers did not read shared values: $(cat "$TMP/err")"
+run 3 4 sync adam
+[ "$(shm_read)" -eq 3 ] || fail "shm sync: the servers did not read shared values: $(cat "$TMP/err")"
+run 2 1 async ftrl
+run 2 3 many
+[ "$(shm_read)" -eq 2 ] || fail "shm many: the servers did not read shared values: $(cat "$TMP/err")"
+MLRT_PS_SHM=0 run 2 4 sum
+[ "$(shm_read)" -eq 0 ] || fail "MLRT_PS_SHM=0: the servers read shared values: $(cat "$TMP/err")"
+unset MLRT_PS_SHM_MIN
+echo "values through shared memory: exact sums, SYNC Adam, ASYNC FTRL, many; MLRT_PS_SHM=0 turns it off"
+
 run 1 2 errors
 grep -q 'key 42 holds 4 floats, not 5' "$TMP/err" || fail "errors: $(cat "$TMP/err")"
 echo "errors: ok"

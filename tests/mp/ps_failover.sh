@@ -7,7 +7,11 @@
 # first request the backup served.  With --ps-replicas 0 the same kill ends
 # the job with a message naming the server, and under a restart policy the
 # servers reload their keys from their shard checkpoints (--ps-ckpt-dir).
+# Arguments VAR=VALUE go to the environment of every run (e.g.
+# MLRT_PS_SHM_MIN=4: every push's values through shared memory).
 . "$(dirname "$0")/lib.sh"
+
+for kv in "$@"; do export "$kv"; done
 
 STEPS=${PS_FAILOVER_STEPS:-3000}
 mkdir -p "$TMP/ref" "$TMP/run" "$TMP/norep"
@@ -56,6 +60,11 @@ PS_CHECK_ASYNC=1 MLRT_LOG_LEVEL=info "$MLRUN" --servers 3 -np 1 --no-tag-output 
 # Undisturbed, every push reaches the backups as the worker's copy.
 grep -q "server 1: as a backup it took $STEPS pushes from the workers' copies and 0 forwarded" \
 	"$TMP/aref.err" || fail "the backups did not take the workers' copies: $(cat "$TMP/aref.err")"
+if [ -n "${MLRT_PS_SHM_MIN:-}" ]; then
+	grep -q "server 1: read the values of [1-9][0-9]* pushes and copies in the workers' shared" \
+		"$TMP/aref.err" || fail "the values did not go through shared memory: $(cat "$TMP/aref.err")"
+	echo "values through shared memory (MLRT_PS_SHM_MIN=$MLRT_PS_SHM_MIN)"
+fi
 PS_CHECK_ASYNC=1 "$MLRUN" --servers 3 -np 1 --no-tag-output "$PS_CHECK" train "$TMP/arun" \
 	$STEPS >"$TMP/arun.out" 2>"$TMP/arun.err" &
 mlrun_pid=$!
