@@ -1027,15 +1027,17 @@ int mlrt_ps_close(mlrt_ps *ps)
 	if (ps->opened && !ps->broken) {
 		if (ps->next_ticket > 0)
 			wait_ticket(ps, ps->next_ticket - 1); /* what the caller never waited for */
+	}
+	/* Servers end once every worker has said goodbye; the evaluator's is
+	 * not waited for (the servers may be gone by then). */
+	if (ps->opened && !ps->broken && ps->worker < ps->nworkers) {
+		char key[300];
+
 		rc = round_trip(ps, MLRTI_PS_BYE, 1, NULL, 0, NULL, NULL, NULL);
 		/* Counted in the store too, for servers this worker did not talk
 		 * to (one started again after a death). */
-		if (ps->worker < ps->nworkers) {
-			char key[300];
-
-			snprintf(key, sizeof(key), "%sps/closed", ps->prefix);
-			mlrt_store_add(ps->store, key, 1, NULL);
-		}
+		snprintf(key, sizeof(key), "%sps/closed", ps->prefix);
+		mlrt_store_add(ps->store, key, 1, NULL);
 	}
 	for (int s = 0; ps->sock != NULL && s < ps->nservers; s++)
 		if (ps->sock[s] != NULL)
