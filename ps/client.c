@@ -685,6 +685,12 @@ static int arena_part(const mlrt_ps *ps, const part *p, int rg)
 	       (ps->arena_ok[ps->primary[rg]] || (b >= 0 && ps->arena_ok[b]));
 }
 
+/* Bytes part p takes in the arena: its values, up to a cache line. */
+static size_t region_bytes(const part *p)
+{
+	return (p->nvals * sizeof(float) + 63) / 64 * 64;
+}
+
 /* Copy the values of push q (ticket t) for servers that read the arena
  * into one region of it, waiting for older requests to give theirs back
  * when it is full; values that do not fit at all go over the sockets. */
@@ -696,8 +702,8 @@ static int to_arena(mlrt_ps *ps, request *q, int64_t t, const float *vals)
 	q->arena_end = 0;
 	for (int rg = 0; rg < ps->nservers; rg++) {
 		q->parts[rg].arena_off = -1;
-		if (ps->arena.base != NULL && arena_part(ps, &q->parts[rg], rg))
-			need += (q->parts[rg].nvals * sizeof(float) + 63) / 64 * 64;
+		if (arena_part(ps, &q->parts[rg], rg))
+			need += region_bytes(&q->parts[rg]);
 	}
 	if (need == 0)
 		return MLRT_OK;
@@ -723,7 +729,7 @@ static int to_arena(mlrt_ps *ps, request *q, int64_t t, const float *vals)
 			memcpy(dst, vals + q->offset[p->idx[k]], bytes);
 			dst += bytes;
 		}
-		off += (int64_t)((p->nvals * sizeof(float) + 63) / 64 * 64);
+		off += (int64_t)region_bytes(p);
 	}
 	return MLRT_OK;
 }

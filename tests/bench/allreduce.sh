@@ -5,8 +5,11 @@
 #   tcp: mlrt with MLRT_TRANSPORT=tcp  vs  mpirun --mca btl self,tcp
 #   shm: mlrt's default (shm here)     vs  Open MPI's default
 #
-# Each configuration runs BENCH_REPS times, mlrt and MPI alternating; per
-# size the median of the runs is taken.  See docs/benchmarks.md.
+# The sizes are cut into blocks of BENCH_BLOCK consecutive sizes; each
+# block runs BENCH_REPS times, mlrt and MPI alternating, so that the two
+# sides of a ratio are measured seconds apart (this VM's speed drifts by 2x
+# within minutes); per size the median of the runs is taken.  See
+# docs/benchmarks.md.
 #
 # Environment (meson's benchmark() sets the first three):
 #   MLRUN, BENCH_MLRT, BENCH_MPI  mlrun, bench_allreduce, mpi_allreduce
@@ -14,6 +17,7 @@
 #   BENCH_NP="2 4 8"              numbers of ranks
 #   BENCH_PAIRS="tcp shm"         pairings to run (tcp: both over TCP; shm: defaults)
 #   BENCH_REPS=3                  runs of each configuration
+#   BENCH_BLOCK=3                 sizes per block (one run covers a block)
 #   BENCH_MIN=4096 BENCH_MAX=268435456
 #                                 message sizes in bytes (K/M/G allowed)
 #   BENCH_ARGS                    more arguments for both programs (-n, -w, -t)
@@ -31,6 +35,7 @@ BENCH_MLRT=${BENCH_MLRT:-$build/tests/bench/bench_allreduce}
 BENCH_MPI=${BENCH_MPI-$build/tests/bench/mpi_allreduce}
 np_list=${BENCH_NP:-2 4 8}
 reps=${BENCH_REPS:-3}
+block=${BENCH_BLOCK:-3}
 min=${BENCH_MIN:-4096}
 max=${BENCH_MAX:-268435456}
 run_timeout=${BENCH_RUN_TIMEOUT:-900}
@@ -61,6 +66,32 @@ fi
 case $reps in
 '' | *[!0-9]* | 0) fail "BENCH_REPS must be a positive integer, not '$reps'" ;;
 esac
+case $block in
+'' | *[!0-9]* | 0) fail "BENCH_BLOCK must be a positive integer, not '$block'" ;;
+esac
+
+# Bytes of a size with an optional K, M or G suffix (as the programs take).
+bytes() {
+	local n=${1%[KkMmGg]}
+	case $n in '' | *[!0-9]*) fail "not a size: '$1' (bytes, K/M/G allowed)" ;; esac
+	case $1 in
+	*[Kk]) echo $((n << 10)) ;;
+	*[Mm]) echo $((n << 20)) ;;
+	*[Gg]) echo $((n << 30)) ;;
+	*) echo "$n" ;;
+	esac
+}
+# The blocks: "first last" per line, BENCH_BLOCK doubling sizes each.
+lo=$(bytes "$min") && hi=$(bytes "$max") || exit 1
+[ "$lo" -gt 0 ] && [ "$hi" -ge "$lo" ] || fail "BENCH_MIN must be > 0 and <= BENCH_MAX"
+blocks=$(
+	while [ "$lo" -le "$hi" ]; do
+		last=$lo
+		for ((i = 1; i < block && last * 2 <= hi; i++)); do last=$((last * 2)); done
+		echo "$lo $last"
+		lo=$((last * 2))
+	done
+)
 for np in $np_list; do
 	case $np in
 	'' | *[!0-9]* | 0 | 1) fail "BENCH_NP must list numbers of ranks >= 2, not '$np'" ;;
@@ -168,19 +199,21 @@ for pair in ${BENCH_PAIRS:-tcp shm}; do
 			title="mlrt default transport (shm) vs Open MPI default"
 		fi
 		files=()
-		for rep in $(seq 1 "$reps"); do
-			out=$TMP/$pair-np$np-mlrt-$rep
-			run_one "mlrt $pair np $np run $rep" "$out" '^ *[0-9]' \
-				"$MLRUN" -np "$np" --no-tag-output -- "${mlrt_env[@]}" \
-				"$BENCH_MLRT" -b "$min" -e "$max" "${prog_args[@]}"
-			files+=("$out")
-			out=$TMP/$pair-np$np-mpi-$rep
-			run_one "MPI $pair np $np run $rep" "$out" '^ *[0-9]' \
-				mpirun --oversubscribe --allow-run-as-root -np "$np" \
-				-x GLIBC_TUNABLES="$mpi_tunables" "${mpi_btl[@]}" "${mpirun_args[@]}" \
-				"$BENCH_MPI" -b "$min" -e "$max" "${prog_args[@]}"
-			files+=("$out")
-		done
+		while read -r lo hi <&3; do
+			for rep in $(seq 1 "$reps"); do
+				out=$TMP/$pair-np$np-mlrt-$lo-$rep
+				run_one "mlrt $pair np $np sizes $lo-$hi run $rep" "$out" '^ *[0-9]' \
+					"$MLRUN" -np "$np" --no-tag-output -- "${mlrt_env[@]}" \
+					"$BENCH_MLRT" -b "$lo" -e "$hi" "${prog_args[@]}"
+				files+=("$out")
+				out=$TMP/$pair-np$np-mpi-$lo-$rep
+				run_one "MPI $pair np $np sizes $lo-$hi run $rep" "$out" '^ *[0-9]' \
+					mpirun --oversubscribe --allow-run-as-root -np "$np" \
+					-x GLIBC_TUNABLES="$mpi_tunables" "${mpi_btl[@]}" "${mpirun_args[@]}" \
+					"$BENCH_MPI" -b "$lo" -e "$hi" "${prog_args[@]}"
+				files+=("$out")
+			done
+		done 3<<<"$blocks"
 		echo
 		echo "== $pair, np $np: $title (median of $reps run(s)) =="
 		report "$pair" "$np" "${files[@]}" || fail "cannot summarise $pair np $np"
