@@ -44,6 +44,7 @@ typedef struct part {
 	int waiting;     /* sent, not yet answered */
 	int copy;        /* push: the backup its copy went to, -1: none */
 	int copy_waiting; /* that copy is not yet answered */
+	int pull_waiting; /* push+pull: the pull behind the push is not yet answered */
 	uint64_t seq;    /* push: its number among this worker's pushes to the range */
 	int64_t arena_off; /* push: where its values are in the arena, -1: not there */
 	int64_t clock;   /* the worker's clock when it was first sent */
@@ -55,10 +56,14 @@ typedef struct part {
 	size_t *idx;     /* the caller's index of each of its keys */
 } part;
 
+/* What a worker's request does (a push+pull is a push and a pull sent
+ * together to each server). */
+enum { OP_PUSHPULL = MLRTI_PS_OP_COUNT };
+
 /* A request in flight, in slot ticket % MLRT_PS_MAX_INFLIGHT. */
 typedef struct request {
 	int64_t ticket;   /* -1: the slot is free */
-	mlrti_ps_op op;
+	int op;           /* an mlrti_ps_op or OP_PUSHPULL */
 	part *parts;      /* [nservers]: one per key range */
 	size_t cap;       /* room in each part's arrays and in offset */
 	size_t *offset;   /* value offset of each of the caller's keys */
@@ -225,9 +230,16 @@ static int values_msg(request *q, const part *p, const float *vals, zmq_msg_t *m
 	return MLRT_OK;
 }
 
-static int keyed(mlrti_ps_op op)
+/* Requests and messages that carry keys. */
+static int keyed(int op)
 {
-	return op == MLRTI_PS_PUSH || op == MLRTI_PS_PULL || op == MLRTI_PS_INIT;
+	return op == MLRTI_PS_PUSH || op == MLRTI_PS_PULL || op == MLRTI_PS_INIT ||
+	       op == MLRTI_PS_COPY || op == OP_PUSHPULL;
+}
+
+static int pushes(int op)
+{
+	return op == MLRTI_PS_PUSH || op == OP_PUSHPULL;
 }
 
 /* Send request q's share of range rg to server `to` as op. */
@@ -243,7 +255,8 @@ static int send_op(mlrt_ps *ps, request *q, int rg, const float *vals, mlrti_ps_
 		.nworkers = ps->nworkers,
 		.range = rg,
 		.seq = p->seq,
-		.clock = p->clock,
+		/* The pull of a push+pull asks for the values after that push. */
+		.clock = p->clock + (q->op == OP_PUSHPULL && op == MLRTI_PS_PULL),
 		.nkeys = p->n,
 		.has_copy = copy_to >= 0,
 		.copy_to = copy_to,
@@ -251,7 +264,7 @@ static int send_op(mlrt_ps *ps, request *q, int rg, const float *vals, mlrti_ps_
 		.has_opts = q->op == MLRTI_PS_HELLO,
 		.opts = ps->opts,
 	};
-	int has_keys = keyed(q->op), push = q->op == MLRTI_PS_PUSH;
+	int has_keys = keyed(op), push = op == MLRTI_PS_PUSH || op == MLRTI_PS_COPY;
 	int by_ref = push && p->arena_off >= 0 && ps->arena_ok[to];
 	char buf[1024];
 	size_t len;
@@ -287,34 +300,46 @@ out:
 	return rc;
 }
 
-/* Send request q's share of range rg to the range's server, and a push's
- * copy to the range's backup too. */
+/* Send what request q's share of range rg still waits for to the range's
+ * server (its op, and a push+pull's pull right behind the push), and a
+ * push's copy to the range's backup too. */
 static int send_part(mlrt_ps *ps, request *q, int rg, const float *vals)
 {
 	part *p = &q->parts[rg];
-	int b = q->op == MLRTI_PS_PUSH && ps->backup[rg] != ps->primary[rg] ? ps->backup[rg] : -1;
-	int rc = send_op(ps, q, rg, vals, q->op, ps->primary[rg], b);
+	int b = pushes(q->op) && ps->backup[rg] != ps->primary[rg] ? ps->backup[rg] : -1;
+	int rc = MLRT_OK;
 
-	if (rc == MLRT_OK && b >= 0 && !p->copy_waiting) {
-		rc = send_op(ps, q, rg, vals, MLRTI_PS_COPY, b, -1);
-		p->copy = b;
-		p->copy_waiting = rc == MLRT_OK;
+	if (p->waiting) {
+		rc = send_op(ps, q, rg, vals, pushes(q->op) ? MLRTI_PS_PUSH : (mlrti_ps_op)q->op,
+		             ps->primary[rg], b);
+		if (rc == MLRT_OK && b >= 0 && !p->copy_waiting) {
+			rc = send_op(ps, q, rg, vals, MLRTI_PS_COPY, b, -1);
+			p->copy = b;
+			p->copy_waiting = rc == MLRT_OK;
+		}
 	}
+	if (rc == MLRT_OK && p->pull_waiting)
+		rc = send_op(ps, q, rg, NULL, MLRTI_PS_PULL, ps->primary[rg], -1);
 	return rc;
 }
 
-/* Part p of q has its answer from its server (primary != 0) or from the
- * backup its copy went to; the request waits for one part less once both
- * are in. */
-static void answered(request *q, part *p, int primary)
-{
-	int before = p->waiting || p->copy_waiting;
+/* Which answer came for a part. */
+enum { ANSWER_PRIMARY, ANSWER_COPY, ANSWER_PULL, ANSWER_ALL };
 
-	if (primary)
+/* Part p of q has an answer (from its server, from the backup its copy
+ * went to, or the pull of a push+pull); the request waits for one part
+ * less once all are in. */
+static void answered(request *q, part *p, int which)
+{
+	int before = p->waiting || p->copy_waiting || p->pull_waiting;
+
+	if (which == ANSWER_PRIMARY || which == ANSWER_ALL)
 		p->waiting = 0;
-	else
+	if (which == ANSWER_COPY || which == ANSWER_ALL)
 		p->copy_waiting = 0;
-	if (before && !p->waiting && !p->copy_waiting)
+	if (which == ANSWER_PULL || which == ANSWER_ALL)
+		p->pull_waiting = 0;
+	if (before && !p->waiting && !p->copy_waiting && !p->pull_waiting)
 		q->pending--;
 }
 
@@ -384,7 +409,7 @@ static void take_copy_reply(mlrt_ps *ps, int s, const mlrti_ps_hdr *h)
 		mlrt_log(MLRT_LOG_INFO, "ps: worker %d: server %d did not keep the copy of a push to "
 		         "range %d: %s", ps->worker, s, h->range,
 		         h->msg[0] ? h->msg : mlrt_strerror(h->status));
-	answered(q, p, 0);
+	answered(q, p, ANSWER_COPY);
 }
 
 static int connect_server(mlrt_ps *ps, mlrt_store *st, const char *prefix, int s, int timeout);
@@ -400,7 +425,7 @@ static void new_backup(mlrt_ps *ps, int rg, int b, uint32_t epoch)
 		request *q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
 
 		if (q->ticket == t && q->parts[rg].copy_waiting)
-			answered(q, &q->parts[rg], 0);
+			answered(q, &q->parts[rg], ANSWER_COPY);
 	}
 	if (b >= 0 && connect_server(ps, ps->store, ps->prefix, b, ps->opts.timeout_ms) != MLRT_OK)
 		b = -1; /* the primary forwards instead */
@@ -412,10 +437,11 @@ static void new_backup(mlrt_ps *ps, int rg, int b, uint32_t epoch)
 static void take_reply(mlrt_ps *ps, int s)
 {
 	char buf[MLRTI_PS_MAX_HEADER], why[MLRTI_PS_MSG_MAX];
-	int more = 0, n, rc;
+	int more = 0, n, rc, pull;
 	size_t morelen = sizeof(more);
 	mlrti_ps_hdr h;
 	request *q;
+	part *p;
 
 	n = zmq_recv(ps->sock[s], buf, sizeof(buf), 0);
 	if (n < 0)
@@ -428,8 +454,15 @@ static void take_reply(mlrt_ps *ps, int s)
 		drop_rest(ps->sock[s], more);
 		return;
 	}
-	if (rc != MLRT_OK || (q = &ps->slot[h.id % MLRT_PS_MAX_INFLIGHT])->ticket != (int64_t)h.id ||
-	    h.range >= ps->nservers || !q->parts[h.range].waiting) {
+	q = &ps->slot[h.id % MLRT_PS_MAX_INFLIGHT];
+	/* A push+pull gets two answers from the primary: the push's and the
+	 * pull's (with the values). */
+	pull = rc == MLRT_OK && (q->op == MLRTI_PS_PULL ||
+	                         (q->op == OP_PUSHPULL && h.op == MLRTI_PS_PULL));
+	p = rc == MLRT_OK && h.range < ps->nservers && q->ticket == (int64_t)h.id
+	            ? &q->parts[h.range]
+	            : NULL;
+	if (p == NULL || !(q->op == OP_PUSHPULL && pull ? p->pull_waiting : p->waiting)) {
 		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: a malformed or unexpected reply from server %d",
 		         ps->worker, s);
 		drop_rest(ps->sock[s], more);
@@ -443,7 +476,7 @@ static void take_reply(mlrt_ps *ps, int s)
 		         h.msg[0] ? h.msg : mlrt_strerror(h.status));
 		fail_request(q, h.status);
 		drop_rest(ps->sock[s], more);
-	} else if (q->op == MLRTI_PS_PULL) {
+	} else if (pull) {
 		int vrc = more ? take_values(ps, q, h.range, s) : MLRT_ERR_PROTOCOL;
 
 		if (vrc != MLRT_OK)
@@ -459,7 +492,7 @@ static void take_reply(mlrt_ps *ps, int s)
 		         mlrti_wall_ms() - ps->moved_at[h.range], ps->moved_from[h.range]);
 		ps->moved_at[h.range] = 0;
 	}
-	answered(q, &q->parts[h.range], 1);
+	answered(q, p, q->op == OP_PUSHPULL && pull ? ANSWER_PULL : ANSWER_PRIMARY);
 }
 
 /* Whether server i is marked down (by mlrun, with the time it died). */
@@ -510,7 +543,7 @@ static int fail_over(mlrt_ps *ps, int dead, int64_t when)
 
 		for (int rg = 0; q->ticket == t && rg < ps->nservers; rg++)
 			if (q->parts[rg].copy_waiting && q->parts[rg].copy == dead)
-				answered(q, &q->parts[rg], 0);
+				answered(q, &q->parts[rg], ANSWER_COPY);
 	}
 	for (int rg = 0; rg < ps->nservers; rg++)
 		if (ps->backup[rg] == dead)
@@ -536,11 +569,11 @@ static int fail_over(mlrt_ps *ps, int dead, int64_t when)
 		for (int64_t t = ps->done_upto + 1; t < ps->next_ticket; t++) {
 			request *q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
 
-			if (q->ticket != t || !q->parts[rg].waiting || send_part(ps, q, rg, q->in) == MLRT_OK)
+			if (q->ticket != t || !(q->parts[rg].waiting || q->parts[rg].pull_waiting) ||
+			    send_part(ps, q, rg, q->in) == MLRT_OK)
 				continue;
 			fail_request(q, MLRT_ERR_IO);
-			q->parts[rg].copy_waiting = 0;
-			answered(q, &q->parts[rg], 1);
+			answered(q, &q->parts[rg], ANSWER_ALL);
 		}
 	}
 	return MLRT_OK;
@@ -556,7 +589,8 @@ static int check_servers(mlrt_ps *ps)
 			request *q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
 
 			for (int rg = 0; q->ticket == t && rg < ps->nservers; rg++)
-				waiting |= (q->parts[rg].waiting && ps->primary[rg] == i) ||
+				waiting |= ((q->parts[rg].waiting || q->parts[rg].pull_waiting) &&
+				            ps->primary[rg] == i) ||
 				           (q->parts[rg].copy_waiting && q->parts[rg].copy == i);
 		}
 		int64_t when = waiting ? down_since(ps, i) : 0;
@@ -585,7 +619,7 @@ static int readable(void *sock)
 static int owed_by(const mlrt_ps *ps, const request *q)
 {
 	for (int rg = 0; rg < ps->nservers; rg++) {
-		if (q->parts[rg].waiting)
+		if (q->parts[rg].waiting || q->parts[rg].pull_waiting)
 			return ps->primary[rg];
 		if (q->parts[rg].copy_waiting)
 			return q->parts[rg].copy;
@@ -736,7 +770,7 @@ static int to_arena(mlrt_ps *ps, request *q, int64_t t, const float *vals)
 
 /* Start op with keys (every server when all is set, else those holding
  * some); *ticket gets its ticket. */
-static int start(mlrt_ps *ps, mlrti_ps_op op, int all, const uint64_t *keys, size_t nkeys,
+static int start(mlrt_ps *ps, int op, int all, const uint64_t *keys, size_t nkeys,
                  const float *in, float *out, const size_t *lens, int64_t *ticket)
 {
 	int64_t t;
@@ -753,7 +787,7 @@ static int start(mlrt_ps *ps, mlrti_ps_op op, int all, const uint64_t *keys, siz
 		MLRTI_CHECK_GOTO(complete_upto(ps, t - MLRT_PS_MAX_INFLIGHT), rc, out);
 	q = &ps->slot[t % MLRT_PS_MAX_INFLIGHT];
 	MLRTI_CHECK_GOTO(split(ps, q, keys, nkeys, lens), rc, out);
-	if (op == MLRTI_PS_PUSH)
+	if (pushes(op))
 		MLRTI_CHECK_GOTO(to_arena(ps, q, t, in), rc, out);
 	q->ticket = t;
 	q->op = op;
@@ -767,24 +801,27 @@ static int start(mlrt_ps *ps, mlrti_ps_op op, int all, const uint64_t *keys, siz
 
 		p->waiting = 0;
 		p->copy_waiting = 0;
+		p->pull_waiting = 0;
 		p->copy = -1;
 		if (!all && p->n == 0)
 			continue;
 		if (!keyed(op) && serves_earlier(ps, rg))
 			continue; /* hello and bye: once per server */
-		p->seq = op == MLRTI_PS_PUSH ? ++ps->seq[rg] : 0;
+		p->seq = pushes(op) ? ++ps->seq[rg] : 0;
 		p->clock = ps->clock;
+		p->waiting = 1;
+		p->pull_waiting = op == OP_PUSHPULL && p->n > 0;
 		rc = send_part(ps, q, rg, in);
 		if (rc != MLRT_OK) {
 			mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: cannot send to server %d", ps->worker,
 			         ps->primary[rg]);
 			fail_request(q, rc);
+			p->waiting = p->copy_waiting = p->pull_waiting = 0;
 			continue;
 		}
-		p->waiting = 1;
 		q->pending++;
 	}
-	if (op == MLRTI_PS_PUSH)
+	if (pushes(op))
 		ps->clock++;
 	*ticket = t;
 	rc = MLRT_OK;
@@ -803,7 +840,7 @@ static int wait_ticket(mlrt_ps *ps, int64_t ticket)
 }
 
 /* Start op and wait for it. */
-static int round_trip(mlrt_ps *ps, mlrti_ps_op op, int all, const uint64_t *keys, size_t nkeys,
+static int round_trip(mlrt_ps *ps, int op, int all, const uint64_t *keys, size_t nkeys,
                       const float *in, float *out, const size_t *lens)
 {
 	int64_t t;
@@ -846,6 +883,44 @@ int mlrt_ps_pull_async(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, float *v
 	if (rc != MLRT_OK || ticket == NULL)
 		return rc != MLRT_OK ? rc : MLRT_ERR_INVALID;
 	return start(ps, MLRTI_PS_PULL, 0, keys, nkeys, NULL, vals, lens, ticket);
+}
+
+/* A push+pull's arguments: those of a push, and out apart from vals. */
+static int check_push_pull(const mlrt_ps *ps, const uint64_t *keys, size_t nkeys,
+                           const float *vals, const float *out, const size_t *lens)
+{
+	size_t n = 0;
+
+	if (check_args(ps, keys, nkeys, vals, lens) != MLRT_OK || (nkeys > 0 && out == NULL))
+		return MLRT_ERR_INVALID;
+	for (size_t i = 0; i < nkeys; i++)
+		n += lens[i];
+	if (n > 0 && out < vals + n && vals < out + n) {
+		mlrt_log(MLRT_LOG_ERROR, "ps: worker %d: mlrt_ps_push_pull: out overlaps the pushed "
+		         "values; pass a buffer of its own", ps->worker);
+		return MLRT_ERR_INVALID;
+	}
+	return MLRT_OK;
+}
+
+int mlrt_ps_push_pull_async(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const float *vals,
+                            float *out, const size_t *lens, int64_t *ticket)
+{
+	int rc = check_push_pull(ps, keys, nkeys, vals, out, lens);
+
+	if (rc != MLRT_OK || ticket == NULL)
+		return rc != MLRT_OK ? rc : MLRT_ERR_INVALID;
+	return start(ps, OP_PUSHPULL, push_to_all(ps), keys, nkeys, vals, out, lens, ticket);
+}
+
+int mlrt_ps_push_pull(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const float *vals,
+                      float *out, const size_t *lens)
+{
+	int rc = check_push_pull(ps, keys, nkeys, vals, out, lens);
+
+	return rc != MLRT_OK ? rc
+	                     : round_trip(ps, OP_PUSHPULL, push_to_all(ps), keys, nkeys, vals, out,
+	                                  lens);
 }
 
 int mlrt_ps_wait(mlrt_ps *ps, int64_t ticket)

@@ -113,6 +113,15 @@ MLRT_API int mlrt_ps_push(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, const
 MLRT_API int mlrt_ps_pull(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, float *vals,
                           const size_t *lens);
 
+/* Push vals, then pull the keys' values after that push into out, in one
+ * round trip: the pull goes right behind the push on each server's
+ * connection (as ps-lite's PushPull), and the call returns when both are
+ * answered (and, with replication, the push's copy too).  In SYNC mode the
+ * pull waits for the step this push completes.  out must not overlap
+ * vals (MLRT_ERR_INVALID). */
+MLRT_API int mlrt_ps_push_pull(mlrt_ps *ps, const uint64_t *keys, size_t nkeys,
+                               const float *vals, float *out, const size_t *lens);
+
 /* Nonblocking push and pull: send the requests and return at once with a
  * ticket for mlrt_ps_wait.  keys, lens and vals must stay untouched until
  * the wait returns.  Up to MLRT_PS_MAX_INFLIGHT requests may be in flight;
@@ -123,6 +132,9 @@ MLRT_API int mlrt_ps_push_async(mlrt_ps *ps, const uint64_t *keys, size_t nkeys,
                                 const float *vals, const size_t *lens, int64_t *ticket);
 MLRT_API int mlrt_ps_pull_async(mlrt_ps *ps, const uint64_t *keys, size_t nkeys, float *vals,
                                 const size_t *lens, int64_t *ticket);
+MLRT_API int mlrt_ps_push_pull_async(mlrt_ps *ps, const uint64_t *keys, size_t nkeys,
+                                     const float *vals, float *out, const size_t *lens,
+                                     int64_t *ticket);
 
 /* Wait for the request of ticket (and every earlier one) to complete;
  * returns its status (the first error among them). */

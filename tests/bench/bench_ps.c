@@ -11,7 +11,9 @@
  *               --rounds rounds.  Keys are spread so that each of S
  *               servers (S a power of two) holds an equal share.
  *   latency     worker 0 alone (the others wait at a barrier): push then
- *               pull of a 1-float key, blocking; median over --lat-iters.
+ *               pull of a 1-float key, blocking; median over --lat-iters;
+ *               and, alternating with them, the same as one
+ *               mlrt_ps_push_pull (the pull rides behind the push).
  *               With --echo PS_PEER, blocks of these alternate with blocks
  *               of bare ZeroMQ REQ/REP round trips of 64 B to `ps_peer
  *               echo` (over --zmq-over), so that both are measured under
@@ -405,6 +407,7 @@ static void latency(mlrt_ps *ps)
 		double *us = alloc_or_die((size_t)cfg.lat_iters * sizeof(double));
 		double *rtt = alloc_or_die((size_t)cfg.lat_iters * sizeof(double));
 		double *push_us = alloc_or_die((size_t)cfg.lat_iters * sizeof(double));
+		double *pp_us = alloc_or_die((size_t)cfg.lat_iters * sizeof(double));
 		int warm = cfg.lat_iters / 10 + 10, block = (cfg.lat_iters + LAT_BLOCKS - 1) / LAT_BLOCKS;
 		echo_peer e = {0};
 		double zmq_us = cfg.zmq_us;
@@ -423,6 +426,11 @@ static void latency(mlrt_ps *ps)
 				us[i] = (now() - t0) * 1e6;
 				push_us[i] = (t1 - t0) * 1e6;
 			}
+			t0 = now();
+			if ((rc = mlrt_ps_push_pull(ps, &key, 1, &v, &got, &len)) != MLRT_OK)
+				die("push+pull of 1 float in one call", rc);
+			if (i >= 0)
+				pp_us[i] = (now() - t0) * 1e6;
 			/* After each block of ours, a block of bare round trips. */
 			if (cfg.echo != NULL && i >= 0 && ((i + 1) % block == 0 || i + 1 == cfg.lat_iters))
 				for (int j = i + 1 - block < 0 ? 0 : i + 1 - block; j <= i; j++)
@@ -446,10 +454,18 @@ static void latency(mlrt_ps *ps)
 			printf("  zmq rtt not measured (--zmq-us, --echo)\n");
 		printf("# push+pull 1 float %dx%d: the push alone %.1f us (median)\n", nservers,
 		       nworkers, median(push_us, (size_t)cfg.lat_iters));
+		m = median(pp_us, (size_t)cfg.lat_iters);
+		printf("push_pull 1 float %dx%d (one call, as ps-lite's PushPull): %.1f us (median of "
+		       "%d)", nservers, nworkers, m, cfg.lat_iters);
+		if (zmq_us > 0)
+			printf("  ratio %.2f of 2 x rtt (target <= 1.20)\n", m / (2 * zmq_us));
+		else
+			printf("\n");
 		fflush(stdout);
 		free(us);
 		free(rtt);
 		free(push_us);
+		free(pp_us);
 	}
 	if ((rc = mlrt_barrier(comm)) != MLRT_OK)
 		die("barrier", rc);

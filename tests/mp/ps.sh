@@ -1,6 +1,7 @@
 # Parameter server through mlrun --servers S -np W: exact sums with 1..3
 # servers and 1..4 workers; every optimizer, in SYNC mode against a local
-# replay of the summed gradients and in ASYNC mode with one worker;
+# replay of the summed gradients and in ASYNC mode with one worker; push+pull
+# in one call; push values through shared memory;
 # bounded staleness never exceeded (the servers' own count); nonblocking
 # requests beyond the in-flight limit; errors.
 . "$(dirname "$0")/lib.sh"
@@ -47,6 +48,16 @@ grep -q '^evaluate: evaluator saw [0-9]* values$' "$TMP/out" &&
 	fail "evaluate: $(cat "$TMP/out" "$TMP/err")"
 grep -q 'the evaluator pulls; it does not push' "$TMP/err" || fail "evaluate: push not refused"
 echo "evaluator: pulled while the workers trained; its push refused"
+
+# One push+pull per step (mlrt_ps_push_pull) gives what a push, then a pull gives.
+PS_CHECK_PUSHPULL=1 run 3 4 sync adam
+PS_CHECK_PUSHPULL=1 run 2 1 async adagrad
+mkdir -p "$TMP/train" "$TMP/train_pp"
+run 2 2 train "$TMP/train" 200
+PS_CHECK_PUSHPULL=1 run 2 2 train "$TMP/train_pp" 200
+cmp "$TMP/train/final.bin" "$TMP/train_pp/final.bin" ||
+	fail "training with push+pull ended with other values than with push, then pull"
+echo "push+pull: SYNC Adam and ASYNC Adagrad equal the replay; 200 SYNC steps bitwise as push, then pull"
 
 # Push values through the workers' shared memory (every push: MLRT_PS_SHM_MIN=4)
 # give the same exact results; with MLRT_PS_SHM=0 they go over the sockets.

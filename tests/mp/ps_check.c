@@ -34,7 +34,11 @@
  *   many       600 nonblocking pushes, then 600 nonblocking pulls (more
  *              than MLRT_PS_MAX_INFLIGHT in flight: the oldest are waited
  *              for), exact sums; an error inside a batch comes back from
- *              the wait */
+ *              the wait
+ *
+ * With PS_CHECK_PUSHPULL=1, sync, async and train push and pull with one
+ * mlrt_ps_push_pull where they would push, then pull: the results must be
+ * the same. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -150,13 +154,19 @@ static void replay(mlrt_ctx *ctx, mlrt_ps_consistency cons, const char *opt_name
 	float *w = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
 	float *state = calloc(2 * n, sizeof(float));
 	int64_t t[NKEYS] = {0};
+	int push_pull = getenv("PS_CHECK_PUSHPULL") != NULL;
 
 	for (size_t off = 0, i = 0; i < NKEYS; off += lens[i], i++)
 		mlrti_optim_init(&o, keys[i], w + off, lens[i]);
 	for (int64_t step = 0; step < STEPS; step++) {
 		for (size_t j = 0; j < n; j++)
 			g[j] = grad(rank, step, j);
-		CHECK(mlrt_ps_push(ps, keys, NKEYS, g, lens) == MLRT_OK, "push of step %" PRId64, step);
+		if (push_pull)
+			CHECK(mlrt_ps_push_pull(ps, keys, NKEYS, g, got, lens) == MLRT_OK,
+			      "push+pull of step %" PRId64, step);
+		else
+			CHECK(mlrt_ps_push(ps, keys, NKEYS, g, lens) == MLRT_OK, "push of step %" PRId64,
+			      step);
 		for (size_t j = 0; j < n; j++) {
 			int workers = cons == MLRT_PS_SYNC ? nworkers : 1;
 
@@ -167,7 +177,9 @@ static void replay(mlrt_ctx *ctx, mlrt_ps_consistency cons, const char *opt_name
 		/* Key i's optimizer state: up to 2 * lens[i] floats at 2 * off. */
 		for (size_t off = 0, i = 0; i < NKEYS; off += lens[i], i++)
 			mlrti_optim_apply(&o, w + off, state + 2 * off, sum + off, lens[i], &t[i]);
-		CHECK(mlrt_ps_pull(ps, keys, NKEYS, got, lens) == MLRT_OK, "pull of step %" PRId64, step);
+		if (!push_pull)
+			CHECK(mlrt_ps_pull(ps, keys, NKEYS, got, lens) == MLRT_OK, "pull of step %" PRId64,
+			      step);
 		CHECK(memcmp(got, w, n * sizeof(float)) == 0,
 		      "%s after step %" PRId64 " differs from the local replay", opt_name, step);
 	}
@@ -206,7 +218,7 @@ static void errors(mlrt_ctx *ctx)
 {
 	uint64_t key = 42;
 	size_t len = 4, other = 5;
-	float v[5] = {0};
+	float v[5] = {0}, w[5];
 	mlrt_ps_opts o;
 	int rc;
 
@@ -216,6 +228,10 @@ static void errors(mlrt_ctx *ctx)
 	CHECK(mlrt_barrier(mlrt_world(ctx)) == MLRT_OK, "barrier");
 	rc = mlrt_ps_pull(ps, &key, 1, v, &other);
 	CHECK(rc == MLRT_ERR_INVALID, "a pull with another length: %s", mlrt_strerror(rc));
+	rc = mlrt_ps_push_pull(ps, &key, 1, v, v + 1, &len);
+	CHECK(rc == MLRT_ERR_INVALID, "a push+pull into the pushed values: %s", mlrt_strerror(rc));
+	rc = mlrt_ps_push_pull(ps, &key, 1, v, w, &other);
+	CHECK(rc == MLRT_ERR_INVALID, "a push+pull with another length: %s", mlrt_strerror(rc));
 	CHECK(mlrt_ps_close(ps) == MLRT_OK, "close");
 }
 
@@ -237,13 +253,22 @@ static void train(mlrt_ctx *ctx, const char *out, int steps)
 	mlrt_ps *ps = open_ps(ctx, &o);
 	float *w = malloc(n * sizeof(float)), *g = malloc(n * sizeof(float));
 
+	/* Each step pulls the values, derives a gradient and pushes it; with
+	 * push+pull the pull of the next step rides on this step's push. */
+	int push_pull = getenv("PS_CHECK_PUSHPULL") != NULL;
+
+	CHECK(mlrt_ps_pull(ps, keys, NKEYS, w, lens) == MLRT_OK, "first pull");
 	for (int step = 0; step < steps; step++) {
-		CHECK(mlrt_ps_pull(ps, keys, NKEYS, w, lens) == MLRT_OK, "pull of step %d", step);
 		for (size_t j = 0; j < n; j++)
 			g[j] = w[j] * 0.5f - grad(rank, step, j) * 0.01f;
+		if (push_pull) {
+			CHECK(mlrt_ps_push_pull(ps, keys, NKEYS, g, w, lens) == MLRT_OK,
+			      "push+pull of step %d", step);
+			continue;
+		}
 		CHECK(mlrt_ps_push(ps, keys, NKEYS, g, lens) == MLRT_OK, "push of step %d", step);
+		CHECK(mlrt_ps_pull(ps, keys, NKEYS, w, lens) == MLRT_OK, "pull after step %d", step);
 	}
-	CHECK(mlrt_ps_pull(ps, keys, NKEYS, w, lens) == MLRT_OK, "final pull");
 	if (rank == 0) {
 		FILE *f;
 

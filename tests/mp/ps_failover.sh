@@ -8,7 +8,8 @@
 # the job with a message naming the server, and under a restart policy the
 # servers reload their keys from their shard checkpoints (--ps-ckpt-dir).
 # Arguments VAR=VALUE go to the environment of every run (e.g.
-# MLRT_PS_SHM_MIN=4: every push's values through shared memory).
+# MLRT_PS_SHM_MIN=4: every push's values through shared memory;
+# PS_CHECK_PUSHPULL=1: the workers push and pull with one call).
 . "$(dirname "$0")/lib.sh"
 
 for kv in "$@"; do export "$kv"; done
