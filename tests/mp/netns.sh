@@ -72,7 +72,13 @@ netns_setup() {
 	local i
 	netns_check
 	cleanup_hooks+=("netns_teardown")
-	ip link add "$NS_BRIDGE" type bridge || fail "cannot create bridge $NS_BRIDGE"
+	# A bridge's address follows its ports' lowest unless set: a host added
+	# later (netns_add) would change it, and every host would lose the head
+	# for seconds until its ARP entry was renewed.  So set one (locally
+	# administered).
+	ip link add "$NS_BRIDGE" address "$(printf '02:6d:%02x:%02x:%02x:%02x' $((RANDOM % 256)) \
+		$((RANDOM % 256)) $((RANDOM % 256)) $((RANDOM % 256)))" type bridge ||
+		fail "cannot create bridge $NS_BRIDGE"
 	ip addr add "$NS_HEAD/24" dev "$NS_BRIDGE"
 	ip link set "$NS_BRIDGE" up
 	for i in $(seq 1 "$1"); do netns_add "$i"; done
