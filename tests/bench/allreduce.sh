@@ -8,8 +8,9 @@
 # The sizes are cut into blocks of BENCH_BLOCK consecutive sizes; each
 # block runs BENCH_REPS times, mlrt and MPI alternating, so that the two
 # sides of a ratio are measured seconds apart (this VM's speed drifts by 2x
-# within minutes); per size the median of the runs is taken.  See
-# docs/benchmarks.md.
+# within minutes); per size the median of the runs is taken, and the
+# ratio is the median of the runs' ratios (each mlrt run against the MPI
+# run right after it).  See docs/benchmarks.md.
 #
 # Environment (meson's benchmark() sets the first three):
 #   MLRUN, BENCH_MLRT, BENCH_MPI  mlrun, bench_allreduce, mpi_allreduce
@@ -120,6 +121,8 @@ report() {
 	}
 	{
 		impl = FILENAME ~ /-mlrt-/ ? "mlrt" : "mpi"
+		run = FILENAME
+		sub(/.*-/, "", run) # the repetition: mlrt and MPI runs of a block pair up
 	}
 	/^# peak RSS:/ {
 		# "... max over ranks X MiB; buffers 2 x B MiB; ..."
@@ -139,6 +142,8 @@ report() {
 		}
 		tm[impl, s] = tm[impl, s] " " $3
 		bw[impl, s] = bw[impl, s] " " $5
+		bwrun[impl, s, run] = $5
+		runs[run] = 1
 	}
 	END {
 		printf "%12s %14s %12s %14s %12s %12s\n", "size", "mlrt time_us", "mlrt busbw",
@@ -154,7 +159,14 @@ report() {
 			}
 			mt = median(tm["mlrt", s]); mb = median(bw["mlrt", s])
 			pt = median(tm["mpi", s]); pb = median(bw["mpi", s])
-			r = pb > 0 ? mb / pb : 0
+			# The ratio: the median over the runs of mlrt/MPI, the two
+			# measured seconds apart (so under the same machine).
+			ratios = ""
+			for (k2 in runs)
+				if ((("mlrt", s, k2) in bwrun) && (("mpi", s, k2) in bwrun) &&
+				    bwrun["mpi", s, k2] > 0)
+					ratios = ratios " " bwrun["mlrt", s, k2] / bwrun["mpi", s, k2]
+			r = ratios != "" ? median(ratios) : 0
 			printf "%12d %14.2f %12.3f %14.2f %12.3f %12.2f\n", s, mt, mb, pt, pb, r
 			if (s >= 1048576 && (minr < 0 || r < minr)) {
 				minr = r
