@@ -67,7 +67,9 @@ static int use_hd(const mlrt_comm *c, size_t bytes)
 {
 	int64_t hd_max;
 
-	if (c->tcp == NULL && c->ofi == NULL)
+	/* With 2 ranks both are the same two exchanges, and the ring
+	 * pipelines them in chunks (measured over tcp: 1.1-1.5x at 1-4 MiB). */
+	if ((c->tcp == NULL && c->ofi == NULL) || c->size == 2)
 		return 0;
 	if (mlrti_env_int("MLRT_HD_MAX_BYTES", 0, INT64_MAX, NET_HD_MAX_BYTES, &hd_max) != MLRT_OK)
 		hd_max = NET_HD_MAX_BYTES;
