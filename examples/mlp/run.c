@@ -1,6 +1,7 @@
 /* The flagship example's command line and data order (run.h). */
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,4 +252,57 @@ int mlp_ckpt_start(struct mlp_ckpt *c, mlrt_ctx *ctx, const struct mlp_options *
 		        prog, restored, c->global_batch, size, o->batch);
 	c->global_batch = size * o->batch;
 	return MLRT_OK;
+}
+
+int mlp_train(const struct mlp_run *r, const struct mlp_steps *s, void *self)
+{
+	const struct mlp_options *o = r->o;
+	struct mlp_ckpt *c = r->c;
+	double acc, t0 = example_now_s();
+	int rc = MLRT_OK;
+
+	while (rc == MLRT_OK && c->step < r->total_steps) {
+		if (c->step == o->crash_at_step && mlrt_restart_count(r->ctx) == 0 &&
+		    r->rank == r->size - 1) {
+			fprintf(stderr, "%s: rank %d: --crash-at-step %" PRId64 ": killing myself\n",
+			        r->prog, r->rank, c->step);
+			fflush(stdout);
+			raise(SIGKILL);
+		}
+		rc = s->train_step(self, c->step);
+		if (rc != MLRT_OK)
+			break;
+		c->step++;
+		if (c->ck != NULL && c->step % o->ckpt_every == 0)
+			rc = mlp_ckpt_save(c, o, r->prog, r->rank);
+		if (rc == MLRT_OK && c->step % r->steps_per_epoch == 0)
+			rc = s->end_of_epoch(self, c->step / r->steps_per_epoch);
+	}
+	if (rc == MLRT_OK && c->ck != NULL && c->last_saved != c->step)
+		rc = mlp_ckpt_save(c, o, r->prog, r->rank);
+	if (rc != MLRT_OK)
+		return rc;
+	if (c->ck != NULL) {
+		/* Waits for a background save and reports how it ended. */
+		rc = mlrt_ckpt_close(c->ck);
+		c->ck = NULL;
+		if (rc != MLRT_OK) {
+			fprintf(stderr, "%s: rank %d: the last checkpoint in %s failed: %s\n", r->prog,
+			        r->rank, o->ckpt_dir, mlrt_strerror(rc));
+			return rc;
+		}
+	}
+
+	rc = s->test_accuracy(self, &acc);
+	if (rc != MLRT_OK || r->rank != 0)
+		return rc;
+	printf("%s: %" PRId64 " steps in %.2f s\n", r->prog, c->step, example_now_s() - t0);
+	printf("test accuracy: %.4f\n", acc);
+	fflush(stdout);
+	rc = mlrt_report(r->ctx, "accuracy", acc, c->step / r->steps_per_epoch);
+	if (rc != MLRT_OK) {
+		fprintf(stderr, "%s: rank 0: reporting the accuracy: %s\n", r->prog, mlrt_strerror(rc));
+		return rc;
+	}
+	return o->weights_out != NULL ? s->write_weights(self, o->weights_out) : MLRT_OK;
 }

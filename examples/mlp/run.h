@@ -16,26 +16,6 @@
 
 #ifndef MLP_DEFAULT_DATA
 #define MLP_DEFAULT_DATA "data/digits.csv.gz"
-/* What a checkpoint holds beside the model's parameters and momentum. */
-struct mlp_ckpt {
-	mlrt_ckpt *ck;         /* NULL: no --ckpt-dir */
-	int64_t step;          /* updates done */
-	int64_t seed;          /* --seed of the run (checked on restore) */
-	int64_t global_batch;  /* ranks x --batch: what one step means */
-	int64_t last_saved;    /* -1: none */
-};
-
-/* Open o->ckpt_dir, register params and momentum (nparams floats, host or
- * device memory, the same on every rank) and c's counters, and restore
- * the newest step if there is one (MLRT_OK as well when there is none).
- * Messages name prog. */
-int mlp_ckpt_start(struct mlp_ckpt *c, mlrt_ctx *ctx, const struct mlp_options *o,
-                   const char *prog, int rank, int size, float *params, float *momentum,
-                   size_t nparams);
-
-/* Save step c->step (collective). */
-int mlp_ckpt_save(struct mlp_ckpt *c, const struct mlp_options *o, const char *prog, int rank);
-
 #endif
 
 /* Distinguishes the streams derived from one seed. */
@@ -92,5 +72,29 @@ int mlp_ckpt_start(struct mlp_ckpt *c, mlrt_ctx *ctx, const struct mlp_options *
 
 /* Save step c->step (collective). */
 int mlp_ckpt_save(struct mlp_ckpt *c, const struct mlp_options *o, const char *prog, int rank);
+
+/* What an example does in the training loop (self: its own state). */
+struct mlp_steps {
+	int (*train_step)(void *self, int64_t step);    /* one update, on every rank */
+	int (*end_of_epoch)(void *self, int64_t epoch); /* score and report the epoch */
+	int (*test_accuracy)(void *self, double *acc);  /* the same on every rank */
+	int (*write_weights)(void *self, const char *path); /* rank 0, --weights-out */
+};
+
+/* A run of one of the examples. */
+struct mlp_run {
+	mlrt_ctx *ctx;
+	const struct mlp_options *o;
+	const char *prog; /* in messages */
+	int rank, size;
+	int64_t steps_per_epoch, total_steps;
+	struct mlp_ckpt *c;
+};
+
+/* The training loop both examples share: steps from c->step to
+ * total_steps (with --crash-at-step), a checkpoint every --ckpt-every steps
+ * and at the end, each epoch's end, then the test accuracy (printed and
+ * reported by rank 0) and --weights-out. */
+int mlp_train(const struct mlp_run *r, const struct mlp_steps *s, void *self);
 
 #endif

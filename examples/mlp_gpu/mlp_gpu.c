@@ -12,12 +12,9 @@
  * Exits 77 when there is no GPU.  See docs/examples.md. */
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cuda_runtime_api.h>
 
@@ -84,8 +81,9 @@ static void epoch_order(struct trainer *t, int64_t epoch)
 
 /* One update: the rows of step s that are this rank's, gradients averaged
  * over the world, then SGD with momentum on every rank alike. */
-static int train_step(struct trainer *t, int64_t s)
+static int train_step(void *self, int64_t s)
 {
+	struct trainer *t = self;
 	int64_t epoch = s / t->steps_per_epoch, k = s % t->steps_per_epoch;
 	int b = (int)t->o->batch;
 	const int *idx;
@@ -152,8 +150,9 @@ static int evaluate(struct trainer *t, const int *idx, int n, double *loss, doub
 	return MLRT_OK;
 }
 
-static int end_of_epoch(struct trainer *t, int64_t epoch)
+static int end_of_epoch(void *self, int64_t epoch)
 {
+	struct trainer *t = self;
 	int64_t every = t->o->epochs >= 10 ? t->o->epochs / 10 : 1;
 	double loss, acc;
 	int rc;
@@ -175,9 +174,12 @@ static int end_of_epoch(struct trainer *t, int64_t epoch)
 	return rc;
 }
 
-static int save(struct trainer *t)
+static int test_accuracy(void *self, double *acc)
 {
-	return mlp_ckpt_save(&t->c, t->o, PROG, t->rank);
+	struct trainer *t = self;
+	double loss;
+
+	return evaluate(t, t->test, t->ntest, &loss, acc);
 }
 
 /* Open the checkpoint directory, register the training state and restore
@@ -188,8 +190,9 @@ static int ckpt_start(struct trainer *t)
 	                      t->model.momentum, t->model.nparams);
 }
 
-static int write_weights(struct trainer *t, const char *path)
+static int write_weights(void *self, const char *path)
 {
+	struct trainer *t = self;
 	size_t n = t->model.nparams;
 	float *w = malloc(n * sizeof(float));
 	FILE *f;
@@ -217,7 +220,6 @@ static int write_weights(struct trainer *t, const char *path)
 static int train(struct trainer *t)
 {
 	const struct mlp_options *o = t->o;
-	double loss, acc, t0;
 	int rc;
 
 	CHECK(digits_load(o->data, &t->data));
@@ -266,49 +268,11 @@ static int train(struct trainer *t)
 		fflush(stdout);
 	}
 
-	t0 = example_now_s();
-	while (t->c.step < t->total_steps) {
-		if (t->c.step == o->crash_at_step && mlrt_restart_count(t->ctx) == 0 &&
-		    t->rank == t->size - 1) {
-			fprintf(stderr, "mlp_gpu: rank %d: --crash-at-step %" PRId64 ": killing myself\n",
-			        t->rank, t->c.step);
-			fflush(stdout);
-			raise(SIGKILL);
-		}
-		CHECK(train_step(t, t->c.step));
-		t->c.step++;
-		if (t->c.ck != NULL && t->c.step % o->ckpt_every == 0)
-			CHECK(save(t));
-		if (t->c.step % t->steps_per_epoch == 0)
-			CHECK(end_of_epoch(t, t->c.step / t->steps_per_epoch));
-	}
-	if (t->c.ck != NULL && t->c.last_saved != t->c.step)
-		CHECK(save(t));
-	if (t->c.ck != NULL) {
-		/* Waits for a background save and reports how it ended. */
-		rc = mlrt_ckpt_close(t->c.ck);
-		t->c.ck = NULL;
-		if (rc != MLRT_OK) {
-			fprintf(stderr, "mlp_gpu: rank %d: the last checkpoint in %s failed: %s\n",
-			        t->rank, o->ckpt_dir, mlrt_strerror(rc));
-			return rc;
-		}
-	}
-
-	CHECK(evaluate(t, t->test, t->ntest, &loss, &acc));
-	if (t->rank != 0)
-		return MLRT_OK;
-	printf("mlp_gpu: %" PRId64 " steps in %.2f s\n", t->c.step, example_now_s() - t0);
-	printf("test accuracy: %.4f\n", acc);
-	fflush(stdout);
-	rc = mlrt_report(t->ctx, "accuracy", acc, t->c.step / t->steps_per_epoch);
-	if (rc != MLRT_OK) {
-		fprintf(stderr, "mlp_gpu: rank 0: reporting the accuracy: %s\n", mlrt_strerror(rc));
-		return rc;
-	}
-	if (o->weights_out != NULL)
-		CHECK(write_weights(t, o->weights_out));
-	return MLRT_OK;
+	return mlp_train(&(struct mlp_run){t->ctx, o, PROG, t->rank, t->size, t->steps_per_epoch,
+	                                   t->total_steps, &t->c},
+	                 &(const struct mlp_steps){train_step, end_of_epoch, test_accuracy,
+	                                           write_weights},
+	                 t);
 }
 
 int main(int argc, char **argv)
