@@ -98,10 +98,13 @@ static int train_step(void *self, int64_t s)
 	return MLRT_OK;
 }
 
-/* Mean loss and accuracy of the model over rows idx[0..n), each rank
+/* Mean loss and accuracy of the model over the training or test rows, each rank
  * scoring its contiguous share; the same result on every rank. */
-static int evaluate(struct trainer *t, const int *idx, int n, double *loss, double *acc)
+static int evaluate(void *self, int test, double *loss, double *acc)
 {
+	struct trainer *t = self;
+	const int *idx = test ? t->test : t->train;
+	int n = test ? t->ntest : t->ntrain;
 	int lo = (int)((int64_t)n * t->rank / t->size);
 	int hi = (int)((int64_t)n * (t->rank + 1) / t->size);
 	int64_t correct = 0;
@@ -123,38 +126,6 @@ static int evaluate(struct trainer *t, const int *idx, int n, double *loss, doub
 	*loss = sums[0] / n;
 	*acc = sums[1] / n;
 	return MLRT_OK;
-}
-
-static int end_of_epoch(void *self, int64_t epoch)
-{
-	struct trainer *t = self;
-	int64_t every = t->o->epochs >= 10 ? t->o->epochs / 10 : 1;
-	double loss, acc;
-	int rc;
-
-	/* Scored on the whole training set with the weights at the end of
-	 * the epoch, so a resumed run prints the same numbers. */
-	rc = evaluate(t, t->train, t->ntrain, &loss, &acc);
-	if (rc != MLRT_OK || t->rank != 0)
-		return rc;
-	if (epoch == 1 || epoch % every == 0 || epoch == t->o->epochs) {
-		printf("epoch %3" PRId64 "/%" PRId64 "  loss %.4f  train accuracy %.4f\n", epoch,
-		       t->o->epochs, loss, acc);
-		fflush(stdout);
-	}
-	rc = mlrt_report(t->ctx, "loss", loss, epoch);
-	if (rc != MLRT_OK)
-		fprintf(stderr, "mlp: rank 0: reporting the loss of epoch %" PRId64 ": %s\n", epoch,
-		        mlrt_strerror(rc));
-	return rc;
-}
-
-static int test_accuracy(void *self, double *acc)
-{
-	struct trainer *t = self;
-	double loss;
-
-	return evaluate(t, t->test, t->ntest, &loss, acc);
 }
 
 /* Open the checkpoint directory, register the training state and restore
@@ -219,8 +190,7 @@ static int train(struct trainer *t)
 
 	return mlp_train(&(struct mlp_run){t->ctx, o, PROG, t->rank, t->size, t->steps_per_epoch,
 	                                   t->total_steps, &t->c},
-	                 &(const struct mlp_steps){train_step, end_of_epoch, test_accuracy,
-	                                           write_weights},
+	                 &(const struct mlp_steps){train_step, evaluate, write_weights},
 	                 t);
 }
 

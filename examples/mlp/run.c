@@ -254,11 +254,34 @@ int mlp_ckpt_start(struct mlp_ckpt *c, mlrt_ctx *ctx, const struct mlp_options *
 	return MLRT_OK;
 }
 
+/* The end of an epoch: scored on the whole training set with the weights
+ * at its end, so a resumed run prints the same numbers. */
+static int end_of_epoch(const struct mlp_run *r, const struct mlp_steps *s, void *self,
+                        int64_t epoch)
+{
+	int64_t every = r->o->epochs >= 10 ? r->o->epochs / 10 : 1;
+	double loss, acc;
+	int rc = s->evaluate(self, 0, &loss, &acc);
+
+	if (rc != MLRT_OK || r->rank != 0)
+		return rc;
+	if (epoch == 1 || epoch % every == 0 || epoch == r->o->epochs) {
+		printf("epoch %3" PRId64 "/%" PRId64 "  loss %.4f  train accuracy %.4f\n", epoch,
+		       r->o->epochs, loss, acc);
+		fflush(stdout);
+	}
+	rc = mlrt_report(r->ctx, "loss", loss, epoch);
+	if (rc != MLRT_OK)
+		fprintf(stderr, "%s: rank 0: reporting the loss of epoch %" PRId64 ": %s\n", r->prog,
+		        epoch, mlrt_strerror(rc));
+	return rc;
+}
+
 int mlp_train(const struct mlp_run *r, const struct mlp_steps *s, void *self)
 {
 	const struct mlp_options *o = r->o;
 	struct mlp_ckpt *c = r->c;
-	double acc, t0 = example_now_s();
+	double loss, acc, t0 = example_now_s();
 	int rc = MLRT_OK;
 
 	while (rc == MLRT_OK && c->step < r->total_steps) {
@@ -276,7 +299,7 @@ int mlp_train(const struct mlp_run *r, const struct mlp_steps *s, void *self)
 		if (c->ck != NULL && c->step % o->ckpt_every == 0)
 			rc = mlp_ckpt_save(c, o, r->prog, r->rank);
 		if (rc == MLRT_OK && c->step % r->steps_per_epoch == 0)
-			rc = s->end_of_epoch(self, c->step / r->steps_per_epoch);
+			rc = end_of_epoch(r, s, self, c->step / r->steps_per_epoch);
 	}
 	if (rc == MLRT_OK && c->ck != NULL && c->last_saved != c->step)
 		rc = mlp_ckpt_save(c, o, r->prog, r->rank);
@@ -293,7 +316,7 @@ int mlp_train(const struct mlp_run *r, const struct mlp_steps *s, void *self)
 		}
 	}
 
-	rc = s->test_accuracy(self, &acc);
+	rc = s->evaluate(self, 1, &loss, &acc);
 	if (rc != MLRT_OK || r->rank != 0)
 		return rc;
 	printf("%s: %" PRId64 " steps in %.2f s\n", r->prog, c->step, example_now_s() - t0);

@@ -75,9 +75,10 @@ int mlp_ckpt_save(struct mlp_ckpt *c, const struct mlp_options *o, const char *p
 
 /* What an example does in the training loop (self: its own state). */
 struct mlp_steps {
-	int (*train_step)(void *self, int64_t step);    /* one update, on every rank */
-	int (*end_of_epoch)(void *self, int64_t epoch); /* score and report the epoch */
-	int (*test_accuracy)(void *self, double *acc);  /* the same on every rank */
+	int (*train_step)(void *self, int64_t step); /* one update, on every rank */
+	/* Mean loss and accuracy over the training rows (test == 0) or the
+	 * test rows; the same on every rank. */
+	int (*evaluate)(void *self, int test, double *loss, double *acc);
 	int (*write_weights)(void *self, const char *path); /* rank 0, --weights-out */
 };
 
@@ -93,8 +94,8 @@ struct mlp_run {
 
 /* The training loop both examples share: steps from c->step to
  * total_steps (with --crash-at-step), a checkpoint every --ckpt-every steps
- * and at the end, each epoch's end, then the test accuracy (printed and
- * reported by rank 0) and --weights-out. */
+ * and at the end, each epoch's training loss and accuracy (printed and
+ * reported by rank 0), then the test accuracy and --weights-out. */
 int mlp_train(const struct mlp_run *r, const struct mlp_steps *s, void *self);
 
 #endif
