@@ -37,6 +37,11 @@ int mlrti_allreduce_hier(mlrt_comm *c, const void *send, void *recv, size_t coun
                          mlrt_dtype t, mlrt_op op, int *used);
 int mlrti_broadcast_chain(mlrt_comm *c, void *buf, size_t bytes, int root);
 
+/* shm_direct.c: every rank on this host, linked by shared memory
+ * (mlrti_shm_buf_bytes(c) > 0). */
+int mlrti_allreduce_direct(mlrt_comm *c, const void *send, void *recv, size_t count,
+                           mlrt_dtype t, mlrt_op op);
+
 /* tree.c: latency algorithms. */
 int mlrti_allreduce_rd(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
                        mlrt_op op);

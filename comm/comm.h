@@ -130,4 +130,21 @@ typedef struct mlrti_xfer {
 
 int mlrti_exchange(mlrt_comm *c, const mlrti_xfer *x);
 
+/* Waiting where there is no file descriptor to sleep on (shared memory):
+ * each call is one idle round, spinning at first, then yielding the CPU,
+ * then sleeping in growing steps (a peer that late is not running: more
+ * ranks than CPUs).  Start from {0} again after progress. */
+typedef struct mlrti_idle {
+	int spins;
+	int sleep_us;
+	int64_t since_us;
+} mlrti_idle;
+
+void mlrti_idle_step(mlrti_idle *w);
+
+/* A collective waited the communicator's timeout for rank peer (doing:
+ * "send to", "receive from", ...): log it with the ranks that never
+ * reached this collective, fail the communicator, return MLRT_ERR_TIMEOUT. */
+int mlrti_timed_out(mlrt_comm *c, int peer, const char *doing);
+
 #endif

@@ -84,23 +84,38 @@ static void describe_laggards(mlrt_comm *c, char *buf, size_t cap)
 	mlrt_store_close(st);
 }
 
-static int timed_out(mlrt_comm *c, const mlrti_op *op)
+int mlrti_timed_out(mlrt_comm *c, int peer, const char *doing)
 {
 	char laggards[1024];
 
 	describe_laggards(c, laggards, sizeof(laggards));
 	mlrt_log(MLRT_LOG_ERROR,
 	         "comm: collective #%u (%s) timed out after %d ms waiting to %s rank %d%s%s",
-	         c->seq, mlrti_coll_name(c->cur_coll), c->timeout_ms, op->is_send ? "send to" : "receive from", op->link->peer,
+	         c->seq, mlrti_coll_name(c->cur_coll), c->timeout_ms, doing, peer,
 	         laggards[0] ? "; never reached it: " : "", laggards);
 	return mlrti_comm_fail(c, MLRT_ERR_TIMEOUT);
+}
+
+void mlrti_idle_step(mlrti_idle *w)
+{
+	if (w->spins < SPINS_BEFORE_YIELD) {
+		if (++w->spins == SPINS_BEFORE_YIELD)
+			w->since_us = now_us();
+	} else if (w->sleep_us == 0 && now_us() - w->since_us < IDLE_BEFORE_SLEEP_US) {
+		sched_yield();
+	} else {
+		w->sleep_us = w->sleep_us == 0 ? IDLE_SLEEP_MIN_US
+		              : w->sleep_us * 2 < IDLE_SLEEP_MAX_US ? w->sleep_us * 2
+		                                                    : IDLE_SLEEP_MAX_US;
+		usleep((useconds_t)w->sleep_us);
+	}
 }
 
 int mlrti_exchange(mlrt_comm *c, const mlrti_xfer *x)
 {
 	mlrti_op ops[2];
-	int nops = 0, idle = 0, sleep_us = 0, rc;
-	int64_t idle_since = 0;
+	mlrti_idle idle = {0};
+	int nops = 0, rc;
 	int64_t deadline = mlrti_now_ms() + c->timeout_ms;
 
 	rc = atomic_load(&c->failed);
@@ -137,14 +152,14 @@ int mlrti_exchange(mlrt_comm *c, const mlrti_xfer *x)
 		if (rc != MLRT_OK)
 			return rc;
 		if (progressed) {
-			idle = 0;
-			sleep_us = 0;
+			idle = (mlrti_idle){0};
 			continue;
 		}
 		if (mlrti_now_ms() >= deadline) {
 			for (int i = 0; i < nops; i++)
 				if (!ops[i].complete)
-					return timed_out(c, &ops[i]);
+					return mlrti_timed_out(c, ops[i].link->peer,
+					                       ops[i].is_send ? "send to" : "receive from");
 		}
 		if (sleepable) {
 			int64_t left = deadline - mlrti_now_ms();
@@ -153,15 +168,8 @@ int mlrti_exchange(mlrt_comm *c, const mlrti_xfer *x)
 			         (int)(left < POLL_SLICE_MS ? (left > 0 ? left : 0) : POLL_SLICE_MS)) < 0 &&
 			    errno != EINTR)
 				return mlrti_comm_fail(c, MLRT_ERR_IO);
-		} else if (idle < SPINS_BEFORE_YIELD) {
-			if (++idle == SPINS_BEFORE_YIELD)
-				idle_since = now_us();
-		} else if (sleep_us == 0 && now_us() - idle_since < IDLE_BEFORE_SLEEP_US) {
-			sched_yield();
 		} else {
-			sleep_us = sleep_us == 0 ? IDLE_SLEEP_MIN_US
-			           : sleep_us * 2 < IDLE_SLEEP_MAX_US ? sleep_us * 2 : IDLE_SLEEP_MAX_US;
-			usleep((useconds_t)sleep_us);
+			mlrti_idle_step(&idle);
 		}
 	}
 }

@@ -35,10 +35,11 @@
 #endif
 
 #include "comm/comm.h"
+#include "comm/shm.h"
 #include "runtime/common.h"
 
 #define SHM_MAGIC 0x316d687374726c6dull /* "mlrtshm1" */
-#define SHM_VERSION 1u
+#define SHM_VERSION 2u
 #define SHM_LINE 64
 #define SHM_PAGE 4096
 
@@ -51,6 +52,9 @@
 #define SHM_SLOT_KIB_MIN 4
 #define SHM_SLOT_KIB_MAX (64 * 1024)
 #define SHM_SEG_BUDGET (32u << 20) /* a rank's rings, unless MLRT_SHM_SLOT_KB says otherwise */
+/* Each buffer of the direct allreduce's area (comm/shm.h). */
+#define SHM_AREA_KIB_DEF 1024
+#define SHM_AREA_KIB_MAX (64 * 1024)
 
 #define SHM_NT_MIN (1u << 20) /* messages this long are received with streaming stores */
 #define SHM_CHECK_MS 50 /* liveness checks of a stalled link, at most this often */
@@ -94,6 +98,8 @@ typedef struct shm_seg_hdr {
 	uint32_t slot_bytes; /* payload bytes per slot, a multiple of SHM_PAGE */
 	uint64_t seg_bytes;  /* the whole segment */
 	uint64_t data_off;   /* from a ring to its payloads */
+	uint64_t area_off;   /* the direct allreduce's area (comm/shm.h) */
+	uint64_t area_bytes; /* each of its two buffers, after one page of counters; 0: none */
 	_Alignas(SHM_LINE) atomic_int aborted; /* raised by the owner's abort() */
 	_Alignas(SHM_LINE) uint64_t ring_off[]; /* by sender rank; 0: no ring */
 } shm_seg_hdr;
@@ -125,6 +131,10 @@ typedef struct shm_link {
 	uint8_t *rx_data;
 	uint64_t rx_tail; /* slots I have released */
 	uint64_t rx_head; /* the sender's head, as last read */
+
+	/* The peer's area and its buffers (links[rank]: my own), or NULL. */
+	mlrti_shm_area *area;
+	uint8_t *abuf;
 } shm_link;
 
 typedef struct shm_state {
@@ -138,6 +148,8 @@ typedef struct shm_state {
 	size_t slot_bytes;
 	int size;
 	shm_link *links; /* [size]; used where peer_seg != NULL */
+	size_t direct_bytes; /* the areas' common buffer size; 0: no direct path */
+	uint64_t step;       /* direct steps taken */
 } shm_state;
 
 /* Round x up to a multiple of a (a power of two). */
@@ -216,10 +228,35 @@ static int peer_alive(const shm_link *l)
 
 /* ---- set-up ---- */
 
+/* Bytes of each buffer of this rank's area: MLRT_SHM_DIRECT_KB (0 turns
+ * the direct allreduce off); none unless shm links every rank of the
+ * communicator; at most an eighth of this rank's share of what /dev/shm
+ * has free. */
+static int choose_area(int npeers, int size, size_t *bytes)
+{
+	struct statvfs vfs;
+	int64_t kib;
+	int rc = mlrti_env_int("MLRT_SHM_DIRECT_KB", 0, SHM_AREA_KIB_MAX, SHM_AREA_KIB_DEF, &kib);
+
+	*bytes = 0;
+	if (rc != MLRT_OK || npeers != size - 1 || kib == 0)
+		return rc;
+	kib = (int64_t)round_up((size_t)kib, SHM_PAGE / 1024);
+	if (statvfs("/dev/shm", &vfs) == 0) {
+		uint64_t share = (uint64_t)vfs.f_bavail * vfs.f_frsize / (uint64_t)(npeers + 1);
+
+		while (kib > SHM_PAGE / 1024 && (uint64_t)kib * 1024 * 2 > share / 8)
+			kib = (kib / 2) & ~(int64_t)(SHM_PAGE / 1024 - 1);
+	}
+	*bytes = (size_t)(kib < SHM_PAGE / 1024 ? SHM_PAGE / 1024 : kib) * 1024;
+	return MLRT_OK;
+}
+
 /* Ring geometry for a segment with npeers inbound rings: the defaults or
  * MLRT_SHM_SLOTS / MLRT_SHM_SLOT_KB, shrunk (with a warning) so that this
- * host's ranks fit in what /dev/shm has free. */
-static int choose_geometry(int npeers, uint32_t *nslots, size_t *slot_bytes)
+ * host's ranks fit in what /dev/shm has free besides the area (reserve
+ * bytes per rank). */
+static int choose_geometry(int npeers, size_t reserve, uint32_t *nslots, size_t *slot_bytes)
 {
 	int64_t slots, kib;
 	struct statvfs vfs;
@@ -242,7 +279,7 @@ static int choose_geometry(int npeers, uint32_t *nslots, size_t *slot_bytes)
 		/* Every rank of the host (npeers + 1) takes at most its share of
 		 * what it sees free, so the sum fits even when they race. */
 		uint64_t share = (uint64_t)vfs.f_bavail * vfs.f_frsize / (uint64_t)(npeers + 1);
-		uint64_t per_ring = share / (uint64_t)npeers;
+		uint64_t per_ring = (share > reserve ? share - reserve : 0) / (uint64_t)npeers;
 		int64_t want_slots = slots, want_kib = kib;
 
 		/* Leave room for the header and the rings' control pages. */
@@ -275,20 +312,22 @@ fail:
  * was made (st->linked says whether the name exists). */
 static int create_segment(mlrt_comm *c, shm_state *st, const int *peers)
 {
-	size_t hdr_bytes, ring_ctl, ring_bytes, off;
+	size_t hdr_bytes, area_bytes, area_total, ring_ctl, ring_bytes, off;
 	shm_seg_hdr *h;
 	int npeers = 0, fd = -1, rc, err, p;
 	void *m;
 
 	for (p = 0; p < c->size; p++)
 		npeers += p != c->rank && peers[p] != 0;
-	MLRTI_CHECK_GOTO(choose_geometry(npeers, &st->nslots, &st->slot_bytes), rc, fail);
+	MLRTI_CHECK_GOTO(choose_area(npeers, c->size, &area_bytes), rc, fail);
+	area_total = area_bytes > 0 ? SHM_PAGE + 2 * area_bytes : 0;
+	MLRTI_CHECK_GOTO(choose_geometry(npeers, area_total, &st->nslots, &st->slot_bytes), rc, fail);
 
 	hdr_bytes = round_up(offsetof(shm_seg_hdr, ring_off) + sizeof(uint64_t) * (size_t)c->size,
 	                     SHM_PAGE);
 	ring_ctl = round_up(offsetof(shm_ring, slots) + sizeof(shm_slot) * st->nslots, SHM_PAGE);
 	ring_bytes = ring_ctl + st->slot_bytes * st->nslots;
-	st->seg_bytes = hdr_bytes + ring_bytes * (size_t)npeers;
+	st->seg_bytes = hdr_bytes + area_total + ring_bytes * (size_t)npeers;
 
 	snprintf(st->name, sizeof(st->name), "/mlrt-%016" PRIx64 "-%d-%ld", hash_str(c->prefix),
 	         c->rank, (long)getpid());
@@ -344,8 +383,18 @@ static int create_segment(mlrt_comm *c, shm_state *st, const int *peers)
 	h->slot_bytes = (uint32_t)st->slot_bytes;
 	h->seg_bytes = st->seg_bytes;
 	h->data_off = ring_ctl;
+	h->area_off = area_bytes > 0 ? hdr_bytes : 0;
+	h->area_bytes = area_bytes;
 	atomic_init(&h->aborted, 0);
-	off = hdr_bytes;
+	if (area_bytes > 0) {
+		mlrti_shm_area *a = (mlrti_shm_area *)(st->seg + hdr_bytes);
+
+		atomic_init(&a->arrived, 0);
+		atomic_init(&a->reduced, 0);
+		st->links[c->rank].area = a;
+		st->links[c->rank].abuf = st->seg + hdr_bytes + SHM_PAGE;
+	}
+	off = hdr_bytes + area_total;
 	for (p = 0; p < c->size; p++) {
 		shm_ring *r;
 
@@ -435,6 +484,20 @@ static int map_peer(mlrt_comm *c, shm_state *st, int p, const char *name)
 		mlrt_log(MLRT_LOG_ERROR, "shm: rank %d's ring for rank %d lies outside its segment",
 		         p, c->rank);
 		return MLRT_ERR_PROTOCOL;
+	}
+	if (h->area_bytes > 0 &&
+	    (h->area_off % SHM_PAGE != 0 || h->area_bytes % SHM_PAGE != 0 ||
+	     h->area_off > h->seg_bytes || h->area_bytes > h->seg_bytes ||
+	     h->seg_bytes - h->area_off < SHM_PAGE + 2 * h->area_bytes)) {
+		mlrt_log(MLRT_LOG_ERROR, "shm: rank %d's direct area lies outside its segment", p);
+		return MLRT_ERR_PROTOCOL;
+	}
+	if (h->area_bytes > 0) {
+		l->area = (mlrti_shm_area *)(l->peer_seg + h->area_off);
+		l->abuf = l->peer_seg + h->area_off + SHM_PAGE;
+#ifdef MADV_POPULATE_READ
+		madvise(l->abuf, 2 * h->area_bytes, MADV_POPULATE_READ);
+#endif
 	}
 	if (c->pids != NULL && c->pids[p] != h->pid) {
 		mlrt_log(MLRT_LOG_ERROR,
@@ -642,6 +705,11 @@ int mlrti_shm_open(mlrt_comm *c, const int *peers)
 			continue;
 		c->links[p] = (mlrti_link){.ops = &mlrti_shm_ops, .peer = p, .state = &st->links[p]};
 	}
+	/* The direct allreduce takes the smallest area, where every rank has one. */
+	st->direct_bytes = st->hdr->area_bytes;
+	for (p = 0; p < c->size && st->direct_bytes > 0; p++)
+		if (p != c->rank && (peers[p] == 0 || st->links[p].peer_hdr->area_bytes < st->direct_bytes))
+			st->direct_bytes = peers[p] ? st->links[p].peer_hdr->area_bytes : 0;
 	c->shm = st;
 	mlrt_log(MLRT_LOG_DEBUG, "shm: %s: %zu MiB, %u slots of %zu KiB per peer", st->name,
 	         st->seg_bytes >> 20, st->nslots, st->slot_bytes >> 10);
@@ -893,6 +961,49 @@ static void shm_close(mlrt_comm *c)
 {
 	free_state(c->shm);
 	c->shm = NULL;
+}
+
+/* ---- the direct allreduce's areas (comm/shm.h) ---- */
+
+size_t mlrti_shm_buf_bytes(const mlrt_comm *c)
+{
+	const shm_state *st = c->shm;
+
+	return st != NULL ? st->direct_bytes : 0;
+}
+
+mlrti_shm_area *mlrti_shm_area_of(mlrt_comm *c, int r)
+{
+	shm_state *st = c->shm;
+
+	return st->links[r].area;
+}
+
+uint8_t *mlrti_shm_buf(mlrt_comm *c, int r, int b)
+{
+	shm_state *st = c->shm;
+	size_t bytes = r == c->rank ? st->hdr->area_bytes : st->links[r].peer_hdr->area_bytes;
+
+	return st->links[r].abuf + (size_t)b * bytes;
+}
+
+uint64_t mlrti_shm_next_step(mlrt_comm *c)
+{
+	shm_state *st = c->shm;
+
+	return ++st->step;
+}
+
+int mlrti_shm_check_peer(mlrt_comm *c, int r)
+{
+	shm_state *st = c->shm;
+	shm_link *l = &st->links[r];
+
+	if (atomic_load_explicit(&st->aborted, memory_order_relaxed))
+		return MLRT_ERR_PEER_LOST;
+	if (l->err == MLRT_OK)
+		l->err = check_peer(l);
+	return l->err;
 }
 
 const mlrti_transport_ops mlrti_shm_ops = {

@@ -1,11 +1,13 @@
 # SIGKILL of one rank in the middle of large allreduces: every survivor's
 # allreduce returns MLRT_ERR_PEER_LOST within 2 s, and mlrun reports the
-# failure naming the rank and the signal.  $1: transport (tcp or shm).
+# failure naming the rank and the signal.  $1: transport (tcp or shm);
+# $2...: more environment (e.g. MLRT_ALGO=ring).
 . "$(dirname "$0")/lib.sh"
 
 transport=$1
+shift
 np=4
-"$MLRUN" -np $np --no-tag-output --max-restarts 0 -- env MLRT_TRANSPORT="$transport" \
+"$MLRUN" -np $np --no-tag-output --max-restarts 0 -- env MLRT_TRANSPORT="$transport" "$@" \
 	"$PROBE" spin "$TMP" >"$TMP/out" 2>"$TMP/err" &
 mlrun_pid=$!
 cleanup_hooks+=("kill -9 $mlrun_pid 2>/dev/null")

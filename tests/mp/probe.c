@@ -16,6 +16,9 @@
  *                              time out (set MLRT_TIMEOUT_MS), and a sixth,
  *                              which must fail at once with the same error;
  *                              prints "lag: rank R: <error> then <error>"
+ *   probe disagree COUNT       an allreduce of COUNT floats, rank 0 of one
+ *                              more: every rank must get an error, printed
+ *                              as "disagree: rank R: <error>"
  *   probe exit CODE RANK       rank RANK writes a line to stderr and exits
  *                              CODE; the others ignore SIGTERM and wait at
  *                              a barrier, which must fail with
@@ -109,6 +112,16 @@ int main(int argc, char **argv)
 		rc2 = mlrt_allreduce(mlrt_world(ctx), v, v, 16, MLRT_F32, MLRT_SUM);
 		printf("lag: rank %d: %s then %s\n", mlrt_rank(ctx), mlrt_strerror(rc),
 		       mlrt_strerror(rc2));
+		return 0;
+	} else if (argc >= 3 && strcmp(argv[1], "disagree") == 0) {
+		size_t n = (size_t)atol(argv[2]) + (mlrt_rank(ctx) == 0);
+		float *buf = calloc(n, sizeof(float));
+
+		if (buf == NULL)
+			return 2;
+		rc = mlrt_allreduce(mlrt_world(ctx), buf, buf, n, MLRT_F32, MLRT_SUM);
+		printf("disagree: rank %d: %s\n", mlrt_rank(ctx), mlrt_strerror(rc));
+		free(buf);
 		return 0;
 	} else if (argc >= 3 && strcmp(argv[1], "spin") == 0) {
 		size_t n = 4u << 20;
