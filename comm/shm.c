@@ -782,7 +782,7 @@ static int send_some(shm_link *l, mlrti_op *op)
  * ownership), which on the machines measured made the copy out of a slot
  * 2.4x as fast (docs/shm.md).  The fence makes the data visible to other
  * threads in the usual way before the slot is handed back. */
-static void copy_stream(void *dst, const void *src, size_t n)
+void mlrti_copy_stream(void *dst, const void *src, size_t n)
 {
 #if defined(__SSE2__)
 	uint8_t *d = dst;
@@ -863,7 +863,7 @@ static int recv_some(const mlrt_comm *c, const shm_state *st, shm_link *l, mlrti
 		data = l->rx_data + idx * sb;
 		if (want > 0) {
 			if (op->rbuf != NULL && op->len >= SHM_NT_MIN)
-				copy_stream((uint8_t *)op->rbuf + op->done, data, want);
+				mlrti_copy_stream((uint8_t *)op->rbuf + op->done, data, want);
 			else if (op->rbuf != NULL)
 				memcpy((uint8_t *)op->rbuf + op->done, data, want);
 			else

@@ -23,6 +23,10 @@
 
 enum { ARRIVED, REDUCED };
 
+/* Results of messages this long are copied out with streaming stores
+ * (measured with 4 ranks: 1.2-1.5x at 2-8 MiB, even at 1 MiB). */
+#define STREAM_MIN ((size_t)1 << 20)
+
 static int disagree(mlrt_comm *c, int r, const mlrti_shm_meta *got, const mlrti_shm_meta *want)
 {
 	mlrt_log(MLRT_LOG_ERROR,
@@ -132,7 +136,12 @@ int mlrti_allreduce_direct(mlrt_comm *c, const void *send, void *recv, size_t co
 			const int r = (me + i) % n;
 			const size_t at = slice_lo(len, n, r);
 
-			memcpy(out + at * es, mlrti_shm_buf(c, r, b) + at * es, slice_n(len, n, r) * es);
+			if (count * es >= STREAM_MIN)
+				mlrti_copy_stream(out + at * es, mlrti_shm_buf(c, r, b) + at * es,
+				                  slice_n(len, n, r) * es);
+			else
+				memcpy(out + at * es, mlrti_shm_buf(c, r, b) + at * es,
+				       slice_n(len, n, r) * es);
 		}
 	}
 	return MLRT_OK;
