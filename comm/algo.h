@@ -28,6 +28,9 @@ void mlrti_reduce_piece(void *arg, const void *data, size_t off, size_t len);
  * docs/collectives.md). */
 int mlrti_allreduce_ring(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
                          mlrt_op op);
+/* Two ranks, send != recv: one exchange of the whole message. */
+int mlrti_allreduce_pair(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
+                         mlrt_op op);
 int mlrti_reduce_scatter_ring(mlrt_comm *c, const void *send, void *recv, size_t count,
                               mlrt_dtype t, mlrt_op op);
 int mlrti_allgather_ring(mlrt_comm *c, void *recv, size_t bytes);

@@ -165,6 +165,32 @@ int mlrti_allreduce_ring(mlrt_comm *c, const void *send, void *recv, size_t coun
 	return allreduce_on(c, &g, send, recv, count, t, op, c->size);
 }
 
+/* Two ranks, out of place: each sends its whole input to the other while
+ * reducing the other's into recv as it arrives (rank 0's data first on
+ * both).  One exchange where the ring takes two, the second waiting for
+ * the first to drain.  In place a piece could be reduced into the buffer
+ * before this rank had sent it, so the caller takes the ring there. */
+int mlrti_allreduce_pair(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
+                         mlrt_op op)
+{
+	const size_t es = mlrt_dtype_size(t);
+	const int peer = 1 - c->rank;
+	mlrti_reduce_ctx red = {recv, send, c->rank == 0, t, op, es};
+	mlrti_xfer x = {
+		.to = peer,
+		.sbuf = send,
+		.slen = count * es,
+		.from = peer,
+		.rlen = count * es,
+		.on_piece = mlrti_reduce_piece,
+		.arg = &red,
+		.elem_size = es,
+	};
+	int rc = mlrti_exchange(c, &x);
+
+	return rc == MLRT_OK ? mlrti_reduce_finish(recv, count, t, op, 2) : rc;
+}
+
 /* The two rings of a host-major layout: the ranks of this host, and the
  * ranks with this rank's local index on every host.  Works when every host
  * runs the same number of ranks; *ok = 0 otherwise. */

@@ -27,16 +27,25 @@ enum { ARRIVED, REDUCED };
  * (measured with 4 ranks: 1.2-1.5x at 2-8 MiB, even at 1 MiB). */
 #define STREAM_MIN ((size_t)1 << 20)
 
+static const char *kind_dtype(const mlrti_shm_meta *m)
+{
+	return mlrt_dtype_name((mlrt_dtype)(m->kind >> 8));
+}
+
+static const char *kind_op(const mlrti_shm_meta *m)
+{
+	return mlrt_op_name((mlrt_op)(m->kind & 0xff));
+}
+
 static int disagree(mlrt_comm *c, int r, const mlrti_shm_meta *got, const mlrti_shm_meta *want)
 {
 	mlrt_log(MLRT_LOG_ERROR,
 	         "comm: rank %d entered collective #%u with %llu bytes of %s %s, but rank %d "
 	         "entered collective #%u with %llu bytes of %s %s: the ranks disagree on the "
 	         "collective, its count, dtype or op",
-	         r, got->seq, (unsigned long long)got->bytes,
-	         mlrt_dtype_name((mlrt_dtype)(got->kind >> 8)), mlrt_op_name((mlrt_op)(got->kind & 0xff)),
-	         c->rank, want->seq, (unsigned long long)want->bytes,
-	         mlrt_dtype_name((mlrt_dtype)(want->kind >> 8)), mlrt_op_name((mlrt_op)(want->kind & 0xff)));
+	         r, got->seq, (unsigned long long)got->bytes, kind_dtype(got), kind_op(got),
+	         c->rank, want->seq, (unsigned long long)want->bytes, kind_dtype(want),
+	         kind_op(want));
 	return mlrti_comm_fail(c, MLRT_ERR_PROTOCOL);
 }
 
