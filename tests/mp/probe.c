@@ -106,12 +106,15 @@ int main(int argc, char **argv)
 				return 2;
 		if (mlrt_rank(ctx) == mlrt_size(ctx) - 1) {
 			sleep(4);
+			mlrt_finalize(ctx);
 			return 0;
 		}
 		rc = mlrt_allreduce(mlrt_world(ctx), v, v, 16, MLRT_F32, MLRT_SUM);
 		rc2 = mlrt_allreduce(mlrt_world(ctx), v, v, 16, MLRT_F32, MLRT_SUM);
 		printf("lag: rank %d: %s then %s\n", mlrt_rank(ctx), mlrt_strerror(rc),
 		       mlrt_strerror(rc2));
+		fflush(stdout);
+		mlrt_finalize(ctx);
 		return 0;
 	} else if (argc >= 3 && strcmp(argv[1], "disagree") == 0) {
 		size_t n = (size_t)atol(argv[2]) + (mlrt_rank(ctx) == 0);
@@ -121,7 +124,9 @@ int main(int argc, char **argv)
 			return 2;
 		rc = mlrt_allreduce(mlrt_world(ctx), buf, buf, n, MLRT_F32, MLRT_SUM);
 		printf("disagree: rank %d: %s\n", mlrt_rank(ctx), mlrt_strerror(rc));
+		fflush(stdout);
 		free(buf);
+		mlrt_finalize(ctx);
 		return 0;
 	} else if (argc >= 3 && strcmp(argv[1], "spin") == 0) {
 		size_t n = 4u << 20;
