@@ -52,6 +52,10 @@
 #define SHM_SLOT_KIB_MIN 4
 #define SHM_SLOT_KIB_MAX (64 * 1024)
 #define SHM_SEG_BUDGET (32u << 20) /* a rank's rings, unless MLRT_SHM_SLOT_KB says otherwise */
+/* ... and where the direct allreduce's area carries the allreduces, so
+ * that the rings carry only the other collectives (with 8 ranks this keeps
+ * what each rank maps of the host's segments near 45 MiB instead of 75). */
+#define SHM_SEG_BUDGET_DIRECT (16u << 20)
 /* Each buffer of the direct allreduce's area (comm/shm.h). */
 #define SHM_AREA_KIB_DEF 1024
 #define SHM_AREA_KIB_MAX (64 * 1024)
@@ -270,7 +274,8 @@ static int choose_geometry(int npeers, size_t reserve, uint32_t *nslots, size_t 
 	/* Many local ranks share the budget of a segment: rings shrink
 	 * rather than grow the memory (and the set-up time) quadratically. */
 	if (npeers > 0 && getenv("MLRT_SHM_SLOT_KB") == NULL) {
-		uint64_t per_ring = SHM_SEG_BUDGET / (uint64_t)npeers;
+		uint64_t budget = reserve > 0 ? SHM_SEG_BUDGET_DIRECT : SHM_SEG_BUDGET;
+		uint64_t per_ring = budget / (uint64_t)npeers;
 
 		while ((uint64_t)(slots * kib * 1024) > per_ring && kib > 64)
 			kib /= 2;
