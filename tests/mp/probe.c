@@ -16,9 +16,12 @@
  *                              time out (set MLRT_TIMEOUT_MS), and a sixth,
  *                              which must fail at once with the same error;
  *                              prints "lag: rank R: <error> then <error>"
- *   probe disagree COUNT       an allreduce of COUNT floats, rank 0 of one
- *                              more: every rank must get an error, printed
- *                              as "disagree: rank R: <error>"
+ *   probe disagree COUNT [inplace]
+ *                              an allreduce of COUNT floats, rank 0 of one
+ *                              more (with "inplace": of as many, but in
+ *                              place where the others are not): every rank
+ *                              must get an error, printed as
+ *                              "disagree: rank R: <error>"
  *   probe exit CODE RANK       rank RANK writes a line to stderr and exits
  *                              CODE; the others ignore SIGTERM and wait at
  *                              a barrier, which must fail with
@@ -117,12 +120,14 @@ int main(int argc, char **argv)
 		mlrt_finalize(ctx);
 		return 0;
 	} else if (argc >= 3 && strcmp(argv[1], "disagree") == 0) {
-		size_t n = (size_t)atol(argv[2]) + (mlrt_rank(ctx) == 0);
-		float *buf = calloc(n, sizeof(float));
+		int mixed = argc >= 4 && strcmp(argv[3], "inplace") == 0;
+		size_t n = (size_t)atol(argv[2]) + (!mixed && mlrt_rank(ctx) == 0);
+		float *buf = calloc(2 * n, sizeof(float));
 
 		if (buf == NULL)
 			return 2;
-		rc = mlrt_allreduce(mlrt_world(ctx), buf, buf, n, MLRT_F32, MLRT_SUM);
+		rc = mlrt_allreduce(mlrt_world(ctx), buf, mixed && mlrt_rank(ctx) == 0 ? buf : buf + n, n,
+		                    MLRT_F32, MLRT_SUM);
 		printf("disagree: rank %d: %s\n", mlrt_rank(ctx), mlrt_strerror(rc));
 		fflush(stdout);
 		free(buf);
