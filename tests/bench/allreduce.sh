@@ -17,7 +17,7 @@
 #                                 (default: under build/ of this checkout)
 #   BENCH_NP="2 4 8"              numbers of ranks
 #   BENCH_PAIRS="tcp shm"         pairings to run (tcp: both over TCP; shm: defaults)
-#   BENCH_REPS=3                  runs of each configuration
+#   BENCH_REPS=5                  runs of each configuration
 #   BENCH_BLOCK=3                 sizes per block (one run covers a block)
 #   BENCH_MIN=4096 BENCH_MAX=268435456
 #                                 message sizes in bytes (K/M/G allowed)
@@ -35,7 +35,7 @@ MLRUN=${MLRUN:-$build/launcher/mlrun}
 BENCH_MLRT=${BENCH_MLRT:-$build/tests/bench/bench_allreduce}
 BENCH_MPI=${BENCH_MPI-$build/tests/bench/mpi_allreduce}
 np_list=${BENCH_NP:-2 4 8}
-reps=${BENCH_REPS:-3}
+reps=${BENCH_REPS:-5}
 block=${BENCH_BLOCK:-3}
 min=${BENCH_MIN:-4096}
 max=${BENCH_MAX:-268435456}
