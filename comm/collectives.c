@@ -79,10 +79,9 @@ static algo_choice forced_algo(void)
 	return ALGO_AUTO;
 }
 
-static int use_tree(const mlrt_comm *c, size_t bytes)
+static int use_tree(const mlrt_comm *c, algo_choice a, size_t bytes)
 {
 	const int64_t def = c->tcp != NULL || c->ofi != NULL ? NET_TREE_MAX_BYTES : SHM_TREE_MAX_BYTES;
-	algo_choice a = forced_algo();
 	int64_t tree_max;
 
 	if (mlrti_env_int("MLRT_TREE_MAX_BYTES", 0, INT32_MAX, def, &tree_max) != MLRT_OK)
@@ -109,9 +108,8 @@ static int use_hd(const mlrt_comm *c, size_t bytes)
 }
 
 /* The direct allreduce (shm_direct.c), where every rank shares this host. */
-static int use_direct(const mlrt_comm *c, size_t bytes)
+static int use_direct(const mlrt_comm *c, algo_choice a, size_t bytes)
 {
-	algo_choice a = forced_algo();
 	int64_t two_max;
 
 	if (mlrti_shm_buf_bytes(c) == 0 || (a != ALGO_AUTO && a != ALGO_DIRECT))
@@ -125,9 +123,8 @@ static int use_direct(const mlrt_comm *c, size_t bytes)
 }
 
 /* Two ranks over network links, out of place (ring.c). */
-static int use_pair(const mlrt_comm *c, const mlrti_coll_args *a, size_t bytes)
+static int use_pair(const mlrt_comm *c, algo_choice f, const mlrti_coll_args *a, size_t bytes)
 {
-	algo_choice f = forced_algo();
 	int64_t max;
 
 	if (c->size != 2 || (c->tcp == NULL && c->ofi == NULL) || a->send == a->recv ||
@@ -168,22 +165,24 @@ int mlrti_coll_check(mlrt_comm *c, const mlrti_coll_args *a)
 
 static int run_allreduce(mlrt_comm *c, const mlrti_coll_args *a, size_t bytes)
 {
+	const algo_choice f = forced_algo();
+
 	if (c->size == 1) {
 		if (a->send != a->recv && bytes > 0)
 			memmove(a->recv, a->send, bytes);
 		return MLRT_OK;
 	}
-	if (use_direct(c, bytes))
+	if (use_direct(c, f, bytes))
 		return mlrti_allreduce_direct(c, a->send, a->recv, a->count, a->t, a->op);
-	if (use_tree(c, bytes))
+	if (use_tree(c, f, bytes))
 		return mlrti_allreduce_rd(c, a->send, a->recv, a->count, a->t, a->op);
-	if (use_pair(c, a, bytes))
+	if (use_pair(c, f, a, bytes))
 		return mlrti_allreduce_pair(c, a->send, a->recv, a->count, a->t, a->op);
-	if (forced_algo() == ALGO_HD || (forced_algo() == ALGO_AUTO && use_hd(c, bytes)))
+	if (f == ALGO_HD || (f == ALGO_AUTO && use_hd(c, bytes)))
 		return mlrti_allreduce_hd(c, a->send, a->recv, a->count, a->t, a->op);
 	/* Ranks on several hosts: the hierarchical algorithm keeps most of
 	 * the traffic in shared memory, when the layout suits it. */
-	if (c->multi_host && forced_algo() != ALGO_RING) {
+	if (c->multi_host && f != ALGO_RING) {
 		int used, rc = mlrti_allreduce_hier(c, a->send, a->recv, a->count, a->t, a->op, &used);
 
 		if (used || rc != MLRT_OK)
@@ -232,7 +231,7 @@ static int run_host(mlrt_comm *c, const mlrti_coll_args *a, int counted)
 	case MLRTI_COLL_BROADCAST:
 		if (c->size == 1)
 			rc = MLRT_OK;
-		else if (use_tree(c, bytes))
+		else if (use_tree(c, forced_algo(), bytes))
 			rc = mlrti_broadcast_binomial(c, a->recv, bytes, a->root);
 		else
 			rc = mlrti_broadcast_chain(c, a->recv, bytes, a->root);

@@ -710,11 +710,12 @@ int mlrti_shm_open(mlrt_comm *c, const int *peers)
 			continue;
 		c->links[p] = (mlrti_link){.ops = &mlrti_shm_ops, .peer = p, .state = &st->links[p]};
 	}
-	/* The direct allreduce takes the smallest area, where every rank has one. */
+	/* The direct allreduce takes the smallest area, where every rank has
+	 * one (this rank has one only when shm links it to every rank). */
 	st->direct_bytes = st->hdr->area_bytes;
 	for (p = 0; p < c->size && st->direct_bytes > 0; p++)
-		if (p != c->rank && (peers[p] == 0 || st->links[p].peer_hdr->area_bytes < st->direct_bytes))
-			st->direct_bytes = peers[p] ? st->links[p].peer_hdr->area_bytes : 0;
+		if (p != c->rank && st->links[p].peer_hdr->area_bytes < st->direct_bytes)
+			st->direct_bytes = st->links[p].peer_hdr->area_bytes;
 	c->shm = st;
 	mlrt_log(MLRT_LOG_DEBUG, "shm: %s: %zu MiB, %u slots of %zu KiB per peer", st->name,
 	         st->seg_bytes >> 20, st->nslots, st->slot_bytes >> 10);
@@ -787,7 +788,7 @@ static int send_some(shm_link *l, mlrti_op *op)
  * ownership), which on the machines measured made the copy out of a slot
  * 2.4x as fast (docs/shm.md).  The fence makes the data visible to other
  * threads in the usual way before the slot is handed back. */
-void mlrti_copy_stream(void *dst, const void *src, size_t n)
+void *mlrti_copy_stream(void *dst, const void *src, size_t n)
 {
 #if defined(__SSE2__)
 	uint8_t *d = dst;
@@ -816,6 +817,7 @@ void mlrti_copy_stream(void *dst, const void *src, size_t n)
 #else
 	memcpy(dst, src, n);
 #endif
+	return dst;
 }
 
 /* Report a slot that does not continue the message op expects. */

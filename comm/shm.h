@@ -48,7 +48,8 @@ uint64_t mlrti_shm_next_step(mlrt_comm *c);
 int mlrti_shm_check_peer(mlrt_comm *c, int r);
 
 /* memcpy with streaming stores (the destination is not read into the
- * cache first); for large destinations about twice as fast here. */
-void mlrti_copy_stream(void *dst, const void *src, size_t n);
+ * cache first); for large destinations about twice as fast here.  Returns
+ * dst, as memcpy does. */
+void *mlrti_copy_stream(void *dst, const void *src, size_t n);
 
 #endif

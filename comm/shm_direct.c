@@ -115,6 +115,8 @@ int mlrti_allreduce_direct(mlrt_comm *c, const void *send, void *recv, size_t co
 	const size_t es = mlrt_dtype_size(t), col = mlrti_shm_buf_bytes(c) / es;
 	const int n = c->size, me = c->rank;
 	const mlrti_shm_meta want = {c->seq, (uint32_t)t << 8 | (uint32_t)op, count * es};
+	void *(*copy_out)(void *, const void *, size_t) =
+		count * es >= STREAM_MIN ? mlrti_copy_stream : memcpy;
 	mlrti_shm_area *mine = mlrti_shm_area_of(c, me);
 	int rc;
 
@@ -145,12 +147,7 @@ int mlrti_allreduce_direct(mlrt_comm *c, const void *send, void *recv, size_t co
 			const int r = (me + i) % n;
 			const size_t at = slice_lo(len, n, r);
 
-			if (count * es >= STREAM_MIN)
-				mlrti_copy_stream(out + at * es, mlrti_shm_buf(c, r, b) + at * es,
-				                  slice_n(len, n, r) * es);
-			else
-				memcpy(out + at * es, mlrti_shm_buf(c, r, b) + at * es,
-				       slice_n(len, n, r) * es);
+			copy_out(out + at * es, mlrti_shm_buf(c, r, b) + at * es, slice_n(len, n, r) * es);
 		}
 	}
 	return MLRT_OK;
