@@ -249,6 +249,8 @@ static int run_host(mlrt_comm *c, const mlrti_coll_args *a, int counted)
 		rc = MLRT_ERR_INTERNAL;
 		break;
 	}
+	if (rc == MLRT_OK)
+		rc = mlrti_tcp_settle(c);
 	if (rc == MLRT_OK) {
 		atomic_store(&c->done_coll, (int)a->coll);
 		atomic_store(&c->done_seq, c->seq);

@@ -104,6 +104,11 @@ void mlrti_comm_gather_free(mlrt_comm *c, char **vals);
 /* Transport set-up, called by mlrti_comm_create.  peers[i] is nonzero
  * for each rank this transport must link to; each fills c->links[i]. */
 int mlrti_tcp_open(mlrt_comm *c, const int *peers);
+/* The end of a collective over tcp: acknowledges to each peer the lent
+ * payloads received from it, and waits until every peer this rank lent
+ * payload to has acknowledged it, so that the caller may write its buffers
+ * again.  Nothing to do (and no message) when nothing was lent. */
+int mlrti_tcp_settle(mlrt_comm *c);
 int mlrti_shm_open(mlrt_comm *c, const int *peers);
 extern const mlrti_transport_ops mlrti_tcp_ops;
 extern const mlrti_transport_ops mlrti_shm_ops;
@@ -126,6 +131,11 @@ typedef struct mlrti_xfer {
 	mlrti_piece_fn on_piece;
 	void *arg;
 	size_t elem_size;
+	/* The caller leaves sbuf's bytes as they are until the collective
+	 * ends, or until the receiver has provably consumed them (it sent
+	 * something that depends on them), so a transport may send them by
+	 * reference instead of copying them (tcp, see mlrti_tcp_settle). */
+	int lend;
 } mlrti_xfer;
 
 int mlrti_exchange(mlrt_comm *c, const mlrti_xfer *x);

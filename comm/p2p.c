@@ -44,6 +44,7 @@ static void op_init(mlrti_op *op, mlrt_comm *c, int peer, int is_send, const mlr
 	if (is_send) {
 		op->sbuf = x->sbuf;
 		op->len = x->slen;
+		op->lend = x->lend;
 	} else {
 		op->rbuf = x->rbuf;
 		op->len = x->rlen;

@@ -51,11 +51,16 @@ static int mod(int a, int n)
 }
 
 /* A ring: n members, this rank at position me; ranks[i] is the
- * communicator rank at position i (NULL: position i is rank i). */
+ * communicator rank at position i (NULL: position i is rank i).  lend:
+ * the ring's sends may go by reference (mlrti_xfer.lend).  That holds for
+ * a ring allreduce on its own: a segment sent is next written when its
+ * final value comes round, which the right neighbour can only have helped
+ * compute after reading what it was sent. */
 typedef struct ring {
 	const int *ranks;
 	int n;
 	int me;
+	int lend;
 } ring;
 
 /* Communicator rank at position me + delta. */
@@ -68,7 +73,7 @@ static int ring_peer(const ring *g, int delta)
 
 static ring world_ring(const mlrt_comm *c)
 {
-	return (ring){NULL, c->size, c->rank};
+	return (ring){NULL, c->size, c->rank, 1};
 }
 
 void mlrti_reduce_piece(void *arg, const void *data, size_t off, size_t len)
@@ -105,6 +110,7 @@ static int ring_reduce_scatter_col(mlrt_comm *c, const ring *g, const segments *
 			.on_piece = mlrti_reduce_piece,
 			.arg = &red,
 			.elem_size = es,
+			.lend = g->lend,
 		};
 		rc = mlrti_exchange(c, &x);
 	}
@@ -129,6 +135,7 @@ static int ring_allgather_col(mlrt_comm *c, const ring *g, const segments *s, si
 			.rbuf = rb + col_lo(s, rj, k, col) * es,
 			.rlen = col_n(s, rj, k, col) * es,
 			.elem_size = es,
+			.lend = g->lend,
 		};
 		rc = mlrti_exchange(c, &x);
 	}
@@ -165,6 +172,8 @@ int mlrti_allreduce_ring(mlrt_comm *c, const void *send, void *recv, size_t coun
 	return allreduce_on(c, &g, send, recv, count, t, op, c->size);
 }
 
+#define PAIR_LEND_MIN_BYTES (512 * 1024)
+
 /* Two ranks, out of place: each sends its whole input to the other while
  * reducing the other's into recv as it arrives (rank 0's data first on
  * both).  One exchange where the ring takes two, the second waiting for
@@ -185,6 +194,10 @@ int mlrti_allreduce_pair(mlrt_comm *c, const void *send, void *recv, size_t coun
 		.on_piece = mlrti_reduce_piece,
 		.arg = &red,
 		.elem_size = es,
+		/* The input is only read.  Lending costs an acknowledgement at
+		 * the end, which below PAIR_LEND_MIN_BYTES two ranks with a
+		 * core each do not earn back (docs/benchmarks.md). */
+		.lend = count * es >= PAIR_LEND_MIN_BYTES,
 	};
 	int rc = mlrti_exchange(c, &x);
 
@@ -229,9 +242,12 @@ static int host_rings(const mlrt_comm *c, int *local, int *cross, ring *gl, ring
 			gx->me = nx;
 		nx++;
 	}
-	*gl = (ring){local, nl, me_l};
+	/* Not lent: the hierarchical allreduce finishes (AVG) a part right
+	 * after the cross-host ring has sent it. */
+	*gl = (ring){local, nl, me_l, 0};
 	gx->ranks = cross;
 	gx->n = nx;
+	gx->lend = 0;
 	*ok = nl > 1 && nx > 1;
 	return MLRT_OK;
 }
@@ -345,7 +361,8 @@ int mlrti_broadcast_chain(mlrt_comm *c, void *buf, size_t bytes, int root)
 		/* Chunk k arrives (k < nchunks); chunk k-1 leaves (k > 0). */
 		int recv_now = v > 0 && k < nchunks, send_now = v < n - 1 && k > 0;
 		size_t rlo = k * ck, slo = (k - 1) * ck;
-		mlrti_xfer x = {.to = -1, .from = -1, .elem_size = 1};
+		/* Lent: a chunk is written once, then only passed on. */
+		mlrti_xfer x = {.to = -1, .from = -1, .elem_size = 1, .lend = 1};
 
 		if (v == 0) {
 			/* The root has every chunk: it sends chunk k at step k. */

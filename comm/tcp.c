@@ -2,13 +2,26 @@
  * store (each rank listens and publishes "<prefix>tcp/<rank>" = "IP:PORT";
  * the higher rank of a pair connects to the lower one), nonblocking I/O
  * with TCP_NODELAY, and a staging buffer per link for receivers that
- * reduce from the transport's memory. */
+ * reduce from the transport's memory.
+ *
+ * Zero-copy sends.  A payload of at least MLRT_TCP_ZEROCOPY_MIN bytes that
+ * the algorithm lends (mlrti_xfer.lend) is not copied into the socket: its
+ * pages go into a pipe (vmsplice) and from the pipe into the socket
+ * (splice), which saves the kernel's copy on the sending side; on loopback
+ * the receiver then copies straight from the sender's pages, one copy in
+ * all, as over shared memory.  The pages stay referenced until the receiver
+ * has read them, so the bytes must not change until then: the header says
+ * the payload is lent, the receiver acknowledges lent payloads when the
+ * collective ends, and the sender waits for that before the collective
+ * returns (mlrti_tcp_settle). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,17 +40,29 @@
  * to stay in cache and to overlap with the kernel receiving the rest. */
 #define STAGING_BYTES (256 * 1024)
 #define DELIVER_BYTES (64 * 1024)
+/* Zero-copy sends: the smallest payload lent (below it the copy is
+ * cheaper than the acknowledgement; measured in docs/benchmarks.md), and
+ * the pipe each link lends through. */
+#define ZEROCOPY_MIN_DEFAULT (256 * 1024)
+#define PIPE_BYTES (1024 * 1024)
 
 typedef struct tcp_link {
 	int fd;
 	unsigned char *staging; /* STAGING_BYTES, allocated on first use */
 	size_t fill;
+	int pipe[2];            /* zero-copy sends; -1 until first used */
+	size_t pipe_cap;        /* the pipe's capacity in bytes */
+	size_t in_pipe;         /* bytes in the pipe, not yet in the socket */
+	int ack_owed;           /* received a lent payload this collective */
+	int ack_wanted;         /* lent a payload to this peer this collective */
 } tcp_link;
 
 typedef struct tcp_state {
 	int listen_fd;
 	atomic_int aborted;
-	tcp_link *links; /* [size] */
+	size_t zerocopy_min;    /* SIZE_MAX: no zero-copy sends */
+	int unsettled;          /* some link has ack_owed or ack_wanted */
+	tcp_link *links;        /* [size] */
 } tcp_state;
 
 static const char *addr_str(const struct sockaddr_in *sin, char *buf, size_t cap)
@@ -190,7 +215,14 @@ int mlrti_tcp_open(mlrt_comm *c, const int *peers)
 	if (t->links == NULL)
 		return MLRT_ERR_NOMEM;
 	for (int r = 0; r < c->size; r++)
-		t->links[r].fd = -1;
+		t->links[r] = (tcp_link){.fd = -1, .pipe = {-1, -1}};
+	{
+		int64_t min;
+
+		MLRTI_CHECK_GOTO(mlrti_env_int("MLRT_TCP_ZEROCOPY_MIN", 0, INT64_MAX,
+		                               ZEROCOPY_MIN_DEFAULT, &min), rc, out);
+		t->zerocopy_min = min == 0 ? SIZE_MAX : (size_t)min;
+	}
 	MLRTI_CHECK_GOTO(listen_on(c, t, peers, addr, sizeof(addr)), rc, out);
 	snprintf(key, sizeof(key), "%stcp/%d", c->prefix, c->rank);
 	MLRTI_CHECK_GOTO(mlrt_store_set(c->store, key, addr, strlen(addr)), rc, out);
@@ -234,7 +266,7 @@ static int bad_header(const mlrti_op *op)
 {
 	const mlrti_msg_hdr *h = &op->hdr;
 
-	if (h->magic != MLRTI_MSG_MAGIC)
+	if (h->magic != MLRTI_MSG_MAGIC && h->magic != MLRTI_MSG_MAGIC_LENT)
 		mlrt_log(MLRT_LOG_ERROR, "comm: garbage from rank %d (bad message magic)",
 		         op->link->peer);
 	else
@@ -252,22 +284,107 @@ static int lost(const mlrti_op *op, const char *why)
 	return MLRT_ERR_PEER_LOST;
 }
 
-static int progress_send(tcp_link *l, mlrti_op *op)
+/* Whether op's payload goes by reference: lent by the algorithm, large
+ * enough, and this link has its pipe (made here on first use; without one,
+ * zero-copy sends are turned off with a warning). */
+static int will_lend(tcp_state *t, tcp_link *l, const mlrti_op *op)
 {
+	if (!op->lend || op->len < t->zerocopy_min)
+		return 0;
+	if (l->pipe[0] >= 0)
+		return 1;
+	if (pipe2(l->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+		mlrt_log(MLRT_LOG_WARN, "tcp: no pipe for zero-copy sends (%s); copying instead",
+		         strerror(errno));
+		l->pipe[0] = l->pipe[1] = -1;
+		t->zerocopy_min = SIZE_MAX;
+		return 0;
+	}
+	/* A bigger pipe means fewer calls; the default (64 KiB) still works. */
+	fcntl(l->pipe[1], F_SETPIPE_SZ, PIPE_BYTES);
+	l->pipe_cap = (size_t)fcntl(l->pipe[1], F_GETPIPE_SZ);
+	return 1;
+}
+
+/* The payload of a lent message: the caller's pages into the pipe, the
+ * pipe into the socket, as far as both take without blocking. */
+static int send_lent(tcp_state *t, tcp_link *l, mlrti_op *op)
+{
+	sigset_t sigpipe, old;
+	int rc = MLRT_OK, broken = 0;
+
+	/* splice has no MSG_NOSIGNAL: keep a peer's death from raising
+	 * SIGPIPE, which would kill the program. */
+	sigemptyset(&sigpipe);
+	sigaddset(&sigpipe, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &sigpipe, &old);
+	while (op->done < op->len && rc == MLRT_OK) {
+		ssize_t r;
+
+		if (op->lent < op->len && l->in_pipe < l->pipe_cap) {
+			size_t left = op->len - op->lent, room = l->pipe_cap - l->in_pipe;
+			struct iovec v = {(char *)op->sbuf + op->lent, left < room ? left : room};
+
+			r = vmsplice(l->pipe[1], &v, 1, SPLICE_F_NONBLOCK);
+			if (r > 0) {
+				op->lent += (size_t)r;
+				l->in_pipe += (size_t)r;
+			} else if (r < 0 && errno != EAGAIN && errno != EINTR) {
+				mlrt_log(MLRT_LOG_ERROR, "tcp: cannot lend %zu bytes at %p to the pipe: %s",
+				         v.iov_len, v.iov_base, strerror(errno));
+				rc = MLRT_ERR_IO;
+				break;
+			}
+		}
+		if (l->in_pipe == 0)
+			continue;
+		r = splice(l->pipe[0], NULL, l->fd, NULL, l->in_pipe, SPLICE_F_NONBLOCK);
+		if (r > 0) {
+			op->done += (size_t)r;
+			l->in_pipe -= (size_t)r;
+		} else if (r < 0 && errno == EAGAIN) {
+			break;
+		} else if (r < 0 && errno != EINTR) {
+			broken = errno == EPIPE;
+			rc = lost(op, strerror(errno));
+		}
+	}
+	if (broken && !sigismember(&old, SIGPIPE))
+		sigtimedwait(&sigpipe, NULL, &(struct timespec){0, 0});
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc == MLRT_OK && op->done == op->len) {
+		op->complete = 1;
+		l->ack_wanted = 1;
+		t->unsettled = 1;
+	}
+	return rc;
+}
+
+static int progress_send(tcp_state *t, tcp_link *l, mlrti_op *op)
+{
+	int lent;
+
 	if (op->hdr_done == 0)
-		op->hdr = (mlrti_msg_hdr){.magic = MLRTI_MSG_MAGIC, .seq = op->seq, .len = op->len};
+		op->hdr = (mlrti_msg_hdr){
+			.magic = will_lend(t, l, op) ? MLRTI_MSG_MAGIC_LENT : MLRTI_MSG_MAGIC,
+			.seq = op->seq,
+			.len = op->len,
+		};
+	lent = op->hdr.magic == MLRTI_MSG_MAGIC_LENT;
 	while (!op->complete) {
 		struct iovec iov[2];
 		int n = 0;
 		ssize_t r;
 
+		if (lent && op->hdr_done == sizeof(op->hdr))
+			return send_lent(t, l, op);
 		if (op->hdr_done < sizeof(op->hdr))
 			iov[n++] = (struct iovec){(char *)&op->hdr + op->hdr_done,
 			                          sizeof(op->hdr) - op->hdr_done};
-		if (op->done < op->len)
+		if (!lent && op->done < op->len)
 			iov[n++] = (struct iovec){(char *)op->sbuf + op->done, op->len - op->done};
 		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-		r = sendmsg(l->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		r = sendmsg(l->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT | (lent ? MSG_MORE : 0));
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -283,7 +400,7 @@ static int progress_send(tcp_link *l, mlrti_op *op)
 		}
 		op->hdr_done = sizeof(op->hdr);
 		op->done += (size_t)r - h;
-		op->complete = op->done == op->len;
+		op->complete = !lent && op->done == op->len;
 	}
 	return MLRT_OK;
 }
@@ -321,7 +438,7 @@ static void deliver(tcp_link *l, mlrti_op *op, int final)
 	l->fill -= whole;
 }
 
-static int progress_recv(tcp_link *l, mlrti_op *op)
+static int progress_recv(tcp_state *t, tcp_link *l, mlrti_op *op)
 {
 	int rc = MLRT_OK;
 
@@ -331,9 +448,15 @@ static int progress_recv(tcp_link *l, mlrti_op *op)
 		if (r <= 0)
 			return rc;
 		op->hdr_done += (size_t)r;
-		if (op->hdr_done == sizeof(op->hdr) &&
-		    (op->hdr.magic != MLRTI_MSG_MAGIC || op->hdr.seq != op->seq || op->hdr.len != op->len))
+		if (op->hdr_done < sizeof(op->hdr))
+			continue;
+		if ((op->hdr.magic != MLRTI_MSG_MAGIC && op->hdr.magic != MLRTI_MSG_MAGIC_LENT) ||
+		    op->hdr.seq != op->seq || op->hdr.len != op->len)
 			return bad_header(op);
+		if (op->hdr.magic == MLRTI_MSG_MAGIC_LENT) {
+			l->ack_owed = 1;
+			t->unsettled = 1;
+		}
 	}
 	if (op->rbuf == NULL && l->staging == NULL) {
 		l->staging = malloc(STAGING_BYTES);
@@ -370,7 +493,37 @@ static int tcp_progress(mlrt_comm *c, mlrti_op *op)
 
 	if (atomic_load(&t->aborted))
 		return MLRT_ERR_PEER_LOST;
-	return op->is_send ? progress_send(l, op) : progress_recv(l, op);
+	return op->is_send ? progress_send(t, l, op) : progress_recv(t, l, op);
+}
+
+int mlrti_tcp_settle(mlrt_comm *c)
+{
+	tcp_state *t = c->tcp;
+	int rc = MLRT_OK;
+
+	if (t == NULL || !t->unsettled)
+		return MLRT_OK;
+	t->unsettled = 0;
+	/* An acknowledgement is an empty message of this collective.  Each
+	 * exchange sends one and receives one; a ring needs just one. */
+	while (rc == MLRT_OK) {
+		mlrti_xfer x = {.to = -1, .from = -1};
+
+		for (int r = 0; r < c->size; r++) {
+			if (x.to < 0 && t->links[r].ack_owed)
+				x.to = r;
+			if (x.from < 0 && t->links[r].ack_wanted)
+				x.from = r;
+		}
+		if (x.to < 0 && x.from < 0)
+			break;
+		if (x.to >= 0)
+			t->links[x.to].ack_owed = 0;
+		if (x.from >= 0)
+			t->links[x.from].ack_wanted = 0;
+		rc = mlrti_exchange(c, &x);
+	}
+	return rc;
 }
 
 static int tcp_wait_fd(const mlrti_op *op, struct pollfd *pfd)
@@ -404,9 +557,15 @@ static void tcp_close(mlrt_comm *c)
 	if (t == NULL)
 		return;
 	for (int r = 0; t->links != NULL && r < c->size; r++) {
-		if (t->links[r].fd >= 0)
-			close(t->links[r].fd);
-		free(t->links[r].staging);
+		tcp_link *l = &t->links[r];
+
+		if (l->fd >= 0)
+			close(l->fd);
+		if (l->pipe[0] >= 0) {
+			close(l->pipe[0]);
+			close(l->pipe[1]);
+		}
+		free(l->staging);
 	}
 	if (t->listen_fd >= 0)
 		close(t->listen_fd);

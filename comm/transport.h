@@ -39,6 +39,10 @@ typedef struct mlrti_msg_hdr {
 } mlrti_msg_hdr;
 
 #define MLRTI_MSG_MAGIC 0x6d6c7274u /* "mlrt" */
+/* A message whose payload the sender lent rather than copied (tcp's
+ * zero-copy sends): the receiver acknowledges it when the collective ends
+ * (mlrti_tcp_settle). */
+#define MLRTI_MSG_MAGIC_LENT 0x6d6c726cu /* "mlrl" */
 
 /* One direction of an exchange, advanced by its link's transport. */
 typedef struct mlrti_op {
@@ -51,10 +55,12 @@ typedef struct mlrti_op {
 	void *arg;
 	size_t elem_size;        /* pieces are multiples of this */
 	uint32_t seq;            /* expected / sent sequence number */
+	int lend;                /* send: sbuf stays unmodified until the collective ends */
 	/* Progress, owned by the transport: */
 	mlrti_msg_hdr hdr;
 	size_t hdr_done;
 	size_t done;
+	size_t lent;             /* tcp zero-copy: bytes moved into the link's pipe */
 	int complete;
 } mlrti_op;
 

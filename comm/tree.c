@@ -123,7 +123,12 @@ int mlrti_barrier_dissemination(mlrt_comm *c)
  * with the first 2*rem ranks folded in pairs as in mlrti_allreduce_rd.
  * 2 log2(p2) steps instead of the ring's 2(n-1), the same bytes.  Each
  * element is reduced along one fixed tree (lower rank's data first) and
- * finished by one rank, so every rank gets the same bits. */
+ * finished by one rank, so every rank gets the same bits.
+ *
+ * Every send may go by reference (mlrti_xfer.lend): a block sent is never
+ * written again, except the blocks given away while halving, which are
+ * written when the same partner sends them back finished, after it has
+ * read them. */
 int mlrti_allreduce_hd(mlrt_comm *c, const void *send, void *recv, size_t count, mlrt_dtype t,
                        mlrt_op op)
 {
@@ -139,7 +144,8 @@ int mlrti_allreduce_hd(mlrt_comm *c, const void *send, void *recv, size_t count,
 	rem = n - p2;
 	if (r < 2 * rem) {
 		if (r % 2 == 0) {
-			mlrti_xfer x = {.to = r + 1, .sbuf = send, .slen = count * es, .from = -1};
+			mlrti_xfer x = {.to = r + 1, .sbuf = send, .slen = count * es, .from = -1,
+			                .lend = 1};
 
 			rc = mlrti_exchange(c, &x);
 			vr = -1;
@@ -165,7 +171,8 @@ int mlrti_allreduce_hd(mlrt_comm *c, const void *send, void *recv, size_t count,
 		mlrti_reduce_ctx h = {rb + klo * es, src + klo * es, pv > vr, t, op, es};
 		mlrti_xfer x = {.to = peer, .sbuf = src + glo * es, .slen = (ghi - glo) * es,
 		                .from = peer, .rlen = (khi - klo) * es,
-		                .on_piece = mlrti_reduce_piece, .arg = &h, .elem_size = es};
+		                .on_piece = mlrti_reduce_piece, .arg = &h, .elem_size = es,
+		                .lend = 1};
 
 		rc = mlrti_exchange(c, &x);
 		keep_lo[steps] = klo, keep_hi[steps] = khi, give_lo[steps] = glo, give_hi[steps] = ghi;
@@ -180,12 +187,12 @@ int mlrti_allreduce_hd(mlrt_comm *c, const void *send, void *recv, size_t count,
 		mlrti_xfer x = {.to = peer, .sbuf = rb + keep_lo[k] * es,
 		                .slen = (keep_hi[k] - keep_lo[k]) * es, .from = peer,
 		                .rbuf = rb + give_lo[k] * es, .rlen = (give_hi[k] - give_lo[k]) * es,
-		                .elem_size = es};
+		                .elem_size = es, .lend = 1};
 
 		rc = mlrti_exchange(c, &x);
 	}
 	if (rc == MLRT_OK && r < 2 * rem) {
-		mlrti_xfer x = {.to = -1, .from = -1};
+		mlrti_xfer x = {.to = -1, .from = -1, .lend = 1};
 
 		if (r % 2 == 0)
 			x.from = r + 1, x.rbuf = rb, x.rlen = count * es;
