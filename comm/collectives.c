@@ -42,8 +42,11 @@
  * tcp in paired back-to-back runs: 0.70-0.81 of the ring's time at 1 MiB,
  * 0.88-1.17 at 256-512 KiB, 0.93-1.14 at 2 MiB, 1.14 at 4 MiB; against
  * Open MPI at 2 MiB (5 runs each, twice) 0.99 and 1.10 where the ring
- * gave 0.93 and 0.94. */
-#define PAIR_MAX_BYTES (2u << 20)
+ * gave 0.93 and 0.94.  Since then the ring's columns with two ranks over
+ * tcp grew to 4 MiB and its sends stopped copying (comm.c, tcp.c): the
+ * ring took 0.89-0.94 of the pair's time at 1 MiB, 0.92-1.03 at 2 MiB,
+ * 0.95-1.01 at 512 KiB. */
+#define PAIR_MAX_BYTES (512u * 1024)
 
 typedef enum algo_choice {
 	ALGO_AUTO,
