@@ -55,7 +55,7 @@ typedef struct mlrti_op {
 	void *arg;
 	size_t elem_size;        /* pieces are multiples of this */
 	uint32_t seq;            /* expected / sent sequence number */
-	int lend;                /* send: sbuf stays unmodified until the collective ends */
+	int lend;                /* send: sbuf may go by reference (mlrti_xfer.lend) */
 	/* Progress, owned by the transport: */
 	mlrti_msg_hdr hdr;
 	size_t hdr_done;
