@@ -297,24 +297,23 @@ out:
 	return rc;
 }
 
+/* MLRT_CHUNK_BYTES, or 0 when unset: the default depends on the links. */
 static int read_chunk_bytes(mlrt_comm *c)
 {
 	int64_t chunk;
-	int rc = mlrti_env_int("MLRT_CHUNK_BYTES", 4096, 1 << 30, DEFAULT_CHUNK_BYTES, &chunk);
+	int rc = mlrti_env_int("MLRT_CHUNK_BYTES", 4096, 1 << 30, 0, &chunk);
 
 	c->chunk_bytes = (size_t)chunk & ~(size_t)63;
 	return rc;
 }
 
-/* Scratch for the algorithms, once the links are known (the default
- * chunk depends on them). */
+/* Scratch for the algorithms, once the links are known. */
 static int alloc_scratch(mlrt_comm *c)
 {
-	const char *set = getenv("MLRT_CHUNK_BYTES");
-
-	if ((set == NULL || *set == '\0') && c->size == 2 &&
-	    c->links[1 - c->rank].ops == &mlrti_tcp_ops)
-		c->chunk_bytes = TWO_TCP_CHUNK_BYTES;
+	if (c->chunk_bytes == 0)
+		c->chunk_bytes = c->size == 2 && c->links[1 - c->rank].ops == &mlrti_tcp_ops
+		                         ? TWO_TCP_CHUNK_BYTES
+		                         : DEFAULT_CHUNK_BYTES;
 	c->scratch_size = 2 * c->chunk_bytes + LATENCY_SCRATCH_BYTES;
 	if (posix_memalign(&c->scratch, 64, c->scratch_size) != 0)
 		return MLRT_ERR_NOMEM;
