@@ -441,11 +441,17 @@ static void check_heartbeat(agent *a, gang *g, gen_outcome *out)
 	case HB_NONE:
 		return;
 	case HB_MEMBER_LOST:
+		/* The first reason published stands: a host that stopped beating
+		 * because another host or the head had already ended the
+		 * generation is not its cause. */
+		publish_abort(a, g, detail);
+		check_remote_abort(a, g, out);
+		if (out->result != GEN_SUCCEEDED)
+			return;
 		out->result = GEN_FAILED;
 		out->failed_rank = -1;
 		out->retryable = 1;
 		snprintf(out->error, sizeof(out->error), "%s", detail);
-		publish_abort(a, g, detail);
 		break;
 	case HB_STORE_LOST:
 		out->result = GEN_ERROR;

@@ -75,6 +75,20 @@ static int listed(const mlrt_store_kv *items, size_t n, const char *key)
 	return 0;
 }
 
+/* Whether someone has ended the generation (<prefix>abort is set). */
+static int generation_ended(heartbeat *hb)
+{
+	char key[KEY_MAX + 8];
+	void *why = NULL;
+	size_t len;
+	int rc;
+
+	snprintf(key, sizeof(key), "%sabort", hb->o.prefix);
+	rc = mlrt_store_get(hb->st, key, &why, &len);
+	free(why);
+	return rc == MLRT_OK;
+}
+
 /* Look for members that stopped beating. */
 static void check_members(heartbeat *hb, int64_t now)
 {
@@ -103,6 +117,10 @@ static void check_members(heartbeat *hb, int64_t now)
 			continue;
 		/* A member that never showed up gets one timeout to do so. */
 		if (hb->seen[i] || now - hb->started_ms > hb->o.timeout_ms + hb->o.interval_ms) {
+			/* Once the generation has ended, its members stop beating
+			 * (and revoke their leases): that is not a loss. */
+			if (generation_ended(hb))
+				break;
 			heartbeat_mark_lost(hb->st, hb->o.prefix, m->name);
 			raise_event(hb, HB_MEMBER_LOST, "host %s (ranks %d-%d) lost: no heartbeat "
 			            "for %.1f s", m->name, m->first_rank,

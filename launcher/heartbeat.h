@@ -9,6 +9,8 @@
  *   <job>/g<gen>/joiners      count of hosts waiting to join
  *   <job>/g<gen>/joiner/<h>   their names
  *   <job>/g<gen>/lost/<h>     hosts seen lost (by the heartbeats or the head)
+ *   <job>/g<gen>/abort        why the generation ended (then keys vanish
+ *                             without a loss: see agent_end_generation)
  *
  * The watching runs in a thread with its own store connection, so that a
  * store that stops answering never blocks the agent's loop. */
