@@ -109,11 +109,19 @@ static int run_fused(mlrt_comm *c, async_state *s, mlrt_request *first, int n, s
 	return rc;
 }
 
+static _Thread_local int on_progress_thread;
+
+int mlrti_async_on_progress_thread(void)
+{
+	return on_progress_thread;
+}
+
 static void *progress_main(void *arg)
 {
 	mlrt_comm *c = arg;
 	async_state *s = c->async;
 
+	on_progress_thread = 1;
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		mlrt_request *first, *r;

@@ -31,4 +31,7 @@ int mlrti_async_active(mlrt_comm *c);
 int mlrti_async_run(mlrt_comm *c, const mlrti_coll_args *a);
 void mlrti_async_stop(mlrt_comm *c);
 
+/* Whether the calling thread is a progress thread. */
+int mlrti_async_on_progress_thread(void);
+
 #endif

@@ -126,7 +126,7 @@ out:
 	return rc;
 }
 
-int mlrti_device_coll_run(mlrt_comm *c, const mlrti_coll_args *a, int sdev, int rdev)
+static int run(mlrt_comm *c, const mlrti_coll_args *a, int sdev, int rdev)
 {
 	int device = sdev >= 0 ? sdev : rdev;
 	device_state *d = c->device;
@@ -178,6 +178,26 @@ int mlrti_device_coll_run(mlrt_comm *c, const mlrti_coll_args *a, int sdev, int 
 fail:
 	/* Peers may be waiting in this collective: let them know. */
 	return mlrti_comm_fail(c, rc);
+}
+
+int mlrti_device_coll_run(mlrt_comm *c, const mlrti_coll_args *a, int sdev, int rdev)
+{
+#if HAVE_CUDA
+	/* The paths set the communicator's device on the calling thread; a
+	 * program that drives several GPUs from one thread gets its current
+	 * device back.  (A progress thread keeps the communicator's: going
+	 * back to its default, device 0, would make a context there.) */
+	int prev = -1, now = -1, rc;
+
+	if (!mlrti_async_on_progress_thread() && cudaGetDevice(&prev) != cudaSuccess)
+		prev = -1;
+	rc = run(c, a, sdev, rdev);
+	if (prev >= 0 && cudaGetDevice(&now) == cudaSuccess && now != prev)
+		cudaSetDevice(prev);
+	return rc;
+#else
+	return run(c, a, sdev, rdev);
+#endif
 }
 
 void mlrti_device_free(mlrt_comm *c)

@@ -148,18 +148,20 @@ static int wait_ready(mlrti_nccl *n, mlrt_comm *c, const char *what, int64_t dea
 	for (unsigned i = 0;; i++) {
 		ncclResult_t st = ncclInProgress;
 		ncclResult_t r = ncclCommGetAsyncError(n->comm, &st);
+		int failed;
 
+		if (r == ncclSuccess && st == ncclSuccess)
+			return MLRT_OK;
+		/* A lost peer shows in NCCL as a system error: the
+		 * communicator's own verdict (PEER_LOST) goes first. */
+		failed = atomic_load(&c->failed);
+		if (failed != MLRT_OK)
+			return failed;
 		if (r != ncclSuccess)
 			return nccl_fail(n, what, "ncclCommGetAsyncError", r);
-		if (st == ncclSuccess)
-			return MLRT_OK;
 		if (st != ncclInProgress)
 			return nccl_fail(n, what, what, st);
 		if (i % 64 == 63) {
-			int failed = atomic_load(&c->failed);
-
-			if (failed != MLRT_OK)
-				return failed;
 			if (mlrti_now_ms() > deadline) {
 				mlrt_log(MLRT_LOG_ERROR, "comm: NCCL %s on device %d did not finish within %d "
 				                         "ms; a peer may be stuck or gone", what, n->device,
@@ -212,7 +214,9 @@ fail:
 	if (n->stream != NULL)
 		cudaStreamDestroy(n->stream);
 	free(n);
-	return rc;
+	/* Not the caller's argument that was bad (e.g. ncclInvalidUsage for
+	 * two ranks on one GPU): the path is unavailable. */
+	return rc == MLRT_ERR_INVALID ? MLRT_ERR_UNAVAILABLE : rc;
 }
 
 void mlrti_nccl_close(mlrti_nccl *n, int failed, int timeout_ms)
@@ -226,6 +230,10 @@ void mlrti_nccl_close(mlrti_nccl *n, int failed, int timeout_ms)
 		int64_t deadline = mlrti_now_ms() + timeout_ms;
 		ncclResult_t st = ncclInProgress, r = ncclCommFinalize(n->comm);
 
+		/* A nonblocking communicator answers with its state, normally
+		 * ncclInProgress: then poll it. */
+		if (r == ncclInProgress)
+			r = ncclSuccess;
 		while (r == ncclSuccess && st == ncclInProgress && mlrti_now_ms() < deadline) {
 			r = ncclCommGetAsyncError(n->comm, &st);
 			if (st == ncclInProgress)
@@ -307,15 +315,17 @@ static int wait_stream(mlrti_nccl *n, mlrt_comm *c, const char *what, int64_t de
 			ncclResult_t st = ncclSuccess, r = ncclCommGetAsyncError(n->comm, &st);
 			int failed = atomic_load(&c->failed);
 
-			if (r != ncclSuccess)
-				return nccl_fail(n, what, "ncclCommGetAsyncError", r);
-			if (st != ncclSuccess && st != ncclInProgress)
-				return nccl_fail(n, what, what, st);
+			/* The communicator's verdict first: a lost peer shows in
+			 * NCCL as a system error. */
 			if (failed != MLRT_OK) {
 				mlrt_log(MLRT_LOG_ERROR, "comm: NCCL %s on device %d abandoned: %s",
 				         what, n->device, mlrt_strerror(failed));
 				return failed;
 			}
+			if (r != ncclSuccess)
+				return nccl_fail(n, what, "ncclCommGetAsyncError", r);
+			if (st != ncclSuccess && st != ncclInProgress)
+				return nccl_fail(n, what, what, st);
 			if (mlrti_now_ms() > deadline) {
 				mlrt_log(MLRT_LOG_ERROR, "comm: NCCL %s #%u on device %d did not complete "
 				                         "within %d ms; a peer may be stuck (see its log)",

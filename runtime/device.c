@@ -29,6 +29,13 @@
 static struct {
 	pthread_once_t once;
 	int (*attr)(void *data, int attribute, unsigned long long ptr);
+	/* Free memory without keeping a context (mlrt_device_query). */
+	int (*dev_get)(int *dev, int ordinal);
+	int (*retain)(void **ctx, int dev);
+	int (*release)(int dev);
+	int (*push)(void *ctx);
+	int (*pop)(void **ctx);
+	int (*mem_info)(size_t *free_b, size_t *total_b);
 } drv = {.once = PTHREAD_ONCE_INIT};
 
 static void drv_load(void)
@@ -42,6 +49,38 @@ static void drv_load(void)
 	if (init == NULL || init(0) != 0)
 		return;
 	drv.attr = (int (*)(void *, int, unsigned long long))dlsym(lib, "cuPointerGetAttribute");
+	drv.dev_get = (int (*)(int *, int))dlsym(lib, "cuDeviceGet");
+	drv.retain = (int (*)(void **, int))dlsym(lib, "cuDevicePrimaryCtxRetain");
+	drv.release = (int (*)(int))dlsym(lib, "cuDevicePrimaryCtxRelease_v2");
+	drv.push = (int (*)(void *))dlsym(lib, "cuCtxPushCurrent_v2");
+	drv.pop = (int (*)(void **))dlsym(lib, "cuCtxPopCurrent_v2");
+	drv.mem_info = (int (*)(size_t *, size_t *))dlsym(lib, "cuMemGetInfo_v2");
+}
+
+/* Free memory of device `index`, through a reference to its primary
+ * context that is dropped afterwards: a launcher that only looks (mlrun
+ * checking --gpu-mem) leaves no context behind, which would hold memory
+ * for the whole job and lock the workers out of a GPU in exclusive-process
+ * mode.  0 when it cannot be read. */
+static size_t free_memory(int index)
+{
+	size_t free_b = 0, total_b = 0;
+	void *ctx = NULL;
+	int dev;
+
+	pthread_once(&drv.once, drv_load);
+	if (drv.dev_get == NULL || drv.retain == NULL || drv.release == NULL || drv.push == NULL ||
+	    drv.pop == NULL || drv.mem_info == NULL)
+		return 0;
+	if (drv.dev_get(&dev, index) != 0 || drv.retain(&ctx, dev) != 0)
+		return 0;
+	if (drv.push(ctx) == 0) {
+		if (drv.mem_info(&free_b, &total_b) != 0)
+			free_b = 0;
+		drv.pop(&ctx);
+	}
+	drv.release(dev);
+	return free_b;
 }
 
 int mlrti_device_of(const void *p)
@@ -121,7 +160,14 @@ int mlrt_device_count(int *count)
 	*count = 0;
 	e = cudaGetDeviceCount(&n);
 	if (e != cudaSuccess) {
-		mlrt_log(MLRT_LOG_INFO, "device: no CUDA device here: %s", cudaGetErrorString(e));
+		int driver = 0;
+
+		/* No driver, or no device: nothing to say.  A driver that is
+		 * there but fails is worth a warning: the GPUs are not seen. */
+		cudaDriverGetVersion(&driver);
+		mlrt_log(driver == 0 || e == cudaErrorNoDevice ? MLRT_LOG_INFO : MLRT_LOG_WARN,
+		         "device: no usable CUDA device: %s (%s; driver CUDA version %d); check "
+		         "nvidia-smi", cudaGetErrorString(e), cudaGetErrorName(e), driver);
 		return MLRT_OK;
 	}
 	*count = n;
@@ -131,9 +177,8 @@ int mlrt_device_count(int *count)
 int mlrt_device_query(int index, mlrt_device_info *info)
 {
 	struct cudaDeviceProp p;
-	size_t free_b = 0, total_b = 0;
 	const unsigned char *u;
-	int n = 0, cur = -1;
+	int n = 0;
 
 	if (info == NULL || mlrt_device_count(&n) != MLRT_OK || index < 0 || index >= n)
 		return MLRT_ERR_INVALID;
@@ -151,12 +196,7 @@ int mlrt_device_query(int index, mlrt_device_info *info)
 	info->mem_total = p.totalGlobalMem;
 	info->cc_major = p.major;
 	info->cc_minor = p.minor;
-	/* Free memory needs a context on the device: make it, then go back. */
-	cudaGetDevice(&cur);
-	if (cudaSetDevice(index) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
-		info->mem_free = free_b;
-	if (cur >= 0)
-		cudaSetDevice(cur);
+	info->mem_free = free_memory(index);
 	info->util_percent = -1;
 	info->mem_used = -1;
 	nvml_fill(info);

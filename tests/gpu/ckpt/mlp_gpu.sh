@@ -6,6 +6,11 @@
 # GPU.
 . "$(dirname "$0")/../../mp/lib.sh"
 
+# This checkout's data: the default built into the program is the path of
+# the machine that built it, which a bundle run elsewhere does not have.
+data=(--data "$(cd "$(dirname "$0")/../../.." && pwd)/data/digits.csv.gz")
+[ -r "${data[1]}" ] || fail "cannot read ${data[1]}"
+
 # accuracy FILE: the value of the "test accuracy: X" line, which must be last.
 accuracy() {
 	tail -n 1 "$1" | sed -n 's/^test accuracy: \([01]\.[0-9]\{4\}\)$/\1/p'
@@ -13,7 +18,7 @@ accuracy() {
 
 # Probe: one epoch as a world of one, without a launcher.
 rc=0
-timeout 120 "$MLP_GPU" --epochs 1 >"$TMP/probe" 2>&1 || rc=$?
+timeout 120 "$MLP_GPU" "${data[@]}" --epochs 1 >"$TMP/probe" 2>&1 || rc=$?
 [ $rc -eq 77 ] && { cat "$TMP/probe" >&2; exit 77; }
 [ $rc -eq 0 ] || fail "mlp_gpu --epochs 1 exited $rc: $(cat "$TMP/probe")"
 
@@ -22,7 +27,7 @@ nparams=$((64 * 64 + 64 + 10 * 64 + 10))
 train() {
 	local np=$1 name=$2
 	shift 2
-	timeout 300 "$MLRUN" -np "$np" --no-tag-output -- "$MLP_GPU" "$@" \
+	timeout 300 "$MLRUN" -np "$np" --no-tag-output -- "$MLP_GPU" "${data[@]}" "$@" \
 		>"$TMP/out-$name" 2>"$TMP/err-$name" ||
 		fail "$name: mlrun exited $?: $(cat "$TMP/out-$name" "$TMP/err-$name")"
 	acc=$(accuracy "$TMP/out-$name")
@@ -54,7 +59,7 @@ grep -q "^rank 0: restored step $steps (restart 0)$" "$TMP/out-again" ||
 cmp -s "$TMP/w2" "$TMP/w2-again" || fail "the restored weights differ"
 echo "ok: restored the finished run from its device checkpoint"
 
-timeout 300 "$MLRUN" -np 2 --no-tag-output --max-restarts 1 -- "$MLP_GPU" --ckpt-dir "$TMP/ck3" \
+timeout 300 "$MLRUN" -np 2 --no-tag-output --max-restarts 1 -- "$MLP_GPU" "${data[@]}" --ckpt-dir "$TMP/ck3" \
 	--crash-at-step 75 --weights-out "$TMP/w3" >"$TMP/out3" 2>"$TMP/err3" ||
 	fail "crash run exited $?: $(cat "$TMP/out3" "$TMP/err3")"
 grep -q 'killed by signal 9' "$TMP/err3" || fail "no worker was killed: $(cat "$TMP/err3")"
