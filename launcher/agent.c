@@ -154,6 +154,35 @@ static int agree_master(agent *a, int64_t gen, const mlrti_rdzv_result *r, gen_o
 	return -1;
 }
 
+/* The GPUs of the worker of local rank lr, g each: devices lr*g ..
+ * lr*g+g-1 of those this agent sees.  When the agent was itself given
+ * CUDA_VISIBLE_DEVICES (by a batch scheduler), they are entries of that
+ * list, since a worker's list is read against all the host's GPUs. */
+static void gpu_list(int lr, int g, char *list, size_t len)
+{
+	const char *mine = getenv("CUDA_VISIBLE_DEVICES");
+	size_t used = 0;
+
+	list[0] = '\0';
+	for (int k = lr * g; k < lr * g + g && used < len; k++) {
+		const char *p = mine;
+		int field = 0;
+
+		if (mine == NULL || mine[0] == '\0') {
+			used += (size_t)snprintf(list + used, len - used, "%s%d", used ? "," : "", k);
+			continue;
+		}
+		/* Entry k of the agent's list; the requirement check made sure
+		 * it has enough (the runtime counts only those). */
+		while (field < k && p != NULL && (p = strchr(p, ',')) != NULL)
+			p++, field++;
+		if (p == NULL || *p == '\0')
+			p = "-1"; /* not there: a worker that sees no GPU, not another's */
+		used += (size_t)snprintf(list + used, len - used, "%s%.*s", used ? "," : "",
+		                         (int)strcspn(p, ","), p);
+	}
+}
+
 /* The full environment of one worker. */
 static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank, int64_t gen,
                      int restarts, env_list *e)
@@ -162,7 +191,8 @@ static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank,
 	int rank = me->first_rank + local_rank, fail = 0;
 
 	for (char **p = environ; *p != NULL; p++)
-		if (!is_owned(*p))
+		if (!is_owned(*p) &&
+		    !(a->o->gpus_per_proc > 0 && strncmp(*p, "CUDA_VISIBLE_DEVICES=", 21) == 0))
 			fail |= env_push(e, *p);
 	fail |= env_add(e, "MLRT_RANK", "%d", rank);
 	fail |= env_add(e, "MLRT_WORLD_SIZE", "%d", r->world_size);
@@ -175,13 +205,9 @@ static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank,
 	fail |= env_add(e, "MLRT_RESTART_COUNT", "%d", restarts);
 	fail |= env_add(e, "MLRT_ROLE", "%s", "worker");
 	if (a->o->gpus_per_proc > 0) {
-		/* This worker's own GPUs, by local rank. */
-		char list[256] = "";
-		size_t used = 0;
+		char list[256];
 
-		for (int g = 0; g < a->o->gpus_per_proc; g++)
-			used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%d", g ? "," : "",
-			                         local_rank * a->o->gpus_per_proc + g);
+		gpu_list(local_rank, a->o->gpus_per_proc, list, sizeof(list));
 		fail |= env_add(e, "CUDA_VISIBLE_DEVICES", "%s", list);
 	}
 	fail |= env_add(e, "MLRT_NUM_SERVERS", "%d", a->o->servers);
