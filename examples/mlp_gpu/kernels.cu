@@ -4,6 +4,8 @@
 
 #define THREADS 256
 
+/* Blocks for count items, at most 65535: every kernel loops over the grid
+ * (grid-stride), so a capped grid still covers all of them. */
 static unsigned int blocks(size_t count)
 {
 	size_t b = (count + THREADS - 1) / THREADS;
@@ -35,45 +37,44 @@ __global__ void bias_relu_k(float *h, const float *b, int n, int cols)
 	}
 }
 
-/* One thread per row: out is small (10 classes). */
+/* A thread per row (grid-stride): out is small (10 classes). */
 __global__ void softmax_xent_k(float *z, const float *b, const uint8_t *y, const int *idx, int n,
                                int out, float inv_n, int grad, double *row_loss, int *row_ok)
 {
-	int r = blockIdx.x * blockDim.x + threadIdx.x;
+	for (size_t r = blockIdx.x * (size_t)blockDim.x + threadIdx.x; r < (size_t)n;
+	     r += (size_t)gridDim.x * blockDim.x) {
+		float *zr = z + r * out;
+		int label = y[idx[r]], best = 0;
+		float zmax, sum = 0.0f;
 
-	if (r >= n)
-		return;
-	float *zr = z + (size_t)r * out;
-	int label = y[idx[r]], best = 0;
-	float zmax, sum = 0.0f;
-
-	for (int c = 0; c < out; c++) {
-		zr[c] += b[c];
-		if (zr[c] > zr[best])
-			best = c;
-	}
-	zmax = zr[best];
-	for (int c = 0; c < out; c++)
-		sum += expf(zr[c] - zmax);
-	/* -log softmax(z)_y = log(sum) - (z_y - zmax): no log(0). */
-	row_loss[r] = (double)logf(sum) - (double)(zr[label] - zmax);
-	row_ok[r] = best == label;
-	if (grad)
+		for (int c = 0; c < out; c++) {
+			zr[c] += b[c];
+			if (zr[c] > zr[best])
+				best = c;
+		}
+		zmax = zr[best];
 		for (int c = 0; c < out; c++)
-			zr[c] = (expf(zr[c] - zmax) / sum - (c == label ? 1.0f : 0.0f)) * inv_n;
+			sum += expf(zr[c] - zmax);
+		/* -log softmax(z)_y = log(sum) - (z_y - zmax): no log(0). */
+		row_loss[r] = (double)logf(sum) - (double)(zr[label] - zmax);
+		row_ok[r] = best == label;
+		if (grad)
+			for (int c = 0; c < out; c++)
+				zr[c] = (expf(zr[c] - zmax) / sum - (c == label ? 1.0f : 0.0f)) * inv_n;
+	}
 }
 
+/* A thread per column (grid-stride). */
 __global__ void col_sum_k(const float *a, int n, int cols, float *out)
 {
-	int j = blockIdx.x * blockDim.x + threadIdx.x;
+	for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < (size_t)cols;
+	     j += (size_t)gridDim.x * blockDim.x) {
+		float s = 0.0f;
 
-	if (j >= cols)
-		return;
-	float s = 0.0f;
-
-	for (int r = 0; r < n; r++)
-		s += a[(size_t)r * cols + j];
-	out[j] = s;
+		for (int r = 0; r < n; r++)
+			s += a[(size_t)r * cols + j];
+		out[j] = s;
+	}
 }
 
 __global__ void relu_back_k(float *dh, const float *h, size_t count)

@@ -16,7 +16,9 @@
 # gpu-run.log (everything), summary.tsv and devices.json to $OUT when set
 # (the device tool brings $OUT back), else to build-gpu-log/.  Exits 0 when
 # every check passed or skipped (77), 1 when one failed, timed out or was
-# not reached within the budget, 2 on a usage error.
+# not reached within the budget, 2 on a usage error.  Where nvidia-smi -L
+# lists a GPU, a skip is a failure ("skipped although nvidia-smi lists a
+# GPU"), and so is mlrun devices finding none (a row of its own).
 #
 # Environment: MLRT_GPU_BUDGET_S (whole run, default 270),
 # MLRT_GPU_TEST_TIMEOUT_S (one check at most, default 180; less when
@@ -146,7 +148,9 @@ while IFS= read -r f; do is_elf "$f" && elves+=("$f"); done < <(find "$build" \(
 dlopened=(libcuda.so.1 libnvidia-ml.so.1)
 findable() {
 	local d
-	ldconfig -p 2>/dev/null | grep -q "^[[:space:]]*$1 " && return 0
+	# Not `ldconfig -p | grep -q`: grep stops at the first match, and
+	# under pipefail ldconfig's SIGPIPE would then fail the pipeline.
+	grep -q "^[[:space:]]*$1 " < <(ldconfig -p 2>/dev/null) && return 0
 	for d in ${LD_LIBRARY_PATH//:/ }; do [ -e "$d/$1" ] && return 0; done
 	return 1
 }
@@ -246,12 +250,14 @@ record() {
 	results+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4"$'\t'"$5")
 	printf '%s\n' "${results[-1]}" >>"$summary"
 }
+inventory_rc=0 # the exit status of the last inventory step
 inventory() { # inventory NAME FILE CMD...: run CMD, show and log its output
 	local name=$1 file=$2 rc=0 t0=$SECONDS
 	shift 2
 	say "== $name"
 	bounded 30 "$@" >"$file" 2>&1 || rc=$?
 	tee -a "$log" <"$file"
+	inventory_rc=$rc
 	if [ $rc -eq 0 ]; then
 		record PASS inventory "$name" $((SECONDS - t0)) ""
 	else
@@ -259,16 +265,48 @@ inventory() { # inventory NAME FILE CMD...: run CMD, show and log its output
 		record FAIL inventory "$name" $((SECONDS - t0)) "exit $rc: $(grep . "$file" | tail -1 | cut -c1-60)"
 	fi
 }
+# smi ARGS...: nvidia-smi with the machine's own library path, bounded.
+smi() { bounded 30 env LD_LIBRARY_PATH="$ld_before" nvidia-smi "$@"; }
+gpus_listed=0 # GPUs that nvidia-smi -L lists; none without nvidia-smi
 if command -v nvidia-smi >/dev/null; then
 	say "== nvidia-smi"
-	bounded 30 env LD_LIBRARY_PATH="$ld_before" nvidia-smi 2>&1 | tee -a "$log" || say "nvidia-smi: failed"
+	smi 2>&1 | tee -a "$log" || say "nvidia-smi: failed"
+	say "== nvidia-smi -L"
+	smi -L >"$work/smi-list.txt" 2>&1 || say "nvidia-smi -L: failed"
+	tee -a "$log" <"$work/smi-list.txt"
+	gpus_listed=$(grep -c '^GPU [0-9]' "$work/smi-list.txt" || true)
+	# Exclusive_Process lets one process at a time use the GPU: the
+	# tests that share it between ranks fail.
+	say "== nvidia-smi -q -d COMPUTE"
+	smi -q -d COMPUTE >"$work/smi-compute.txt" 2>&1 || say "nvidia-smi -q -d COMPUTE: failed"
+	tee -a "$log" <"$work/smi-compute.txt"
+	modes=$(sed -n 's/^[[:space:]]*Compute Mode[[:space:]]*:[[:space:]]*//p' "$work/smi-compute.txt" | sort -u | tr '\n' ' ')
+	case "$modes" in
+	*Exclusive* | *Prohibited*) say "warning: compute mode ${modes% }: checks that share the GPU between processes will fail" ;;
+	esac
 else
-	say "== nvidia-smi: not found"
+	say "== nvidia-smi: not found (taken as no GPU)"
 fi
 command -v nvcc >/dev/null && say "nvcc: $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo '?')"
+# Where the checks write: gpu_ckpt needs 2.2 x 8 GiB in /var/tmp.
+say "== disk space where the checks write"
+bounded 15 df -h --output=file,source,fstype,size,avail,target /tmp /var/tmp "$logdir" "$root" \
+	${BENCH_GPU_CKPT_DIR:+"$BENCH_GPU_CKPT_DIR"} 2>&1 | tee -a "$log" || say "df: failed"
 inventory "mlrun devices" "$work/devices.txt" "$build/launcher/mlrun" devices
 inventory "mlrun devices --json" "$work/devices.json" "$build/launcher/mlrun" devices --json
 cp "$work/devices.json" "$logdir/devices.json"
+# nvidia-smi sees a GPU that mlrt does not: the driver's libcuda does not
+# load or is older than the CUDA runtime, or a library is missing.  Every
+# GPU check would skip; say it here, once, as a failure.
+if [ "$gpus_listed" -gt 0 ] && [ "$inventory_rc" -eq 0 ]; then
+	seen=$( (python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["devices"]))' \
+		"$work/devices.json" || grep -c '"uuid"' "$work/devices.json") 2>/dev/null) || true
+	if [ "$seen" = 0 ]; then
+		cuda=$(sed -n 's/.*(\(driver CUDA [^)]*\)).*/\1/p' "$work/devices.txt" | head -1)
+		say "mlrun devices: no device, although nvidia-smi -L lists $gpus_listed GPU(s)${cuda:+ ($cuda)}: driver/runtime mismatch or a library missing (LD_LIBRARY_PATH above); the GPU checks cannot run"
+		record FAIL inventory "mlrun devices vs nvidia-smi -L" 0 "nvidia-smi lists $gpus_listed GPU, mlrun 0${cuda:+ ($cuda)}: driver/runtime or libraries"
+	fi
+fi
 
 # ---- The checks -------------------------------------------------------------
 MANIFEST_COUNT=0
@@ -309,7 +347,12 @@ for ((i = 0; i < MANIFEST_COUNT; i++)); do
 	dt=$((SECONDS - t0))
 	case $rc in
 	0) res=PASS why= ;;
-	77) res=SKIP why=$(grep . "$out" | tail -1 | cut -c1-70) ;;
+	77)
+		why=$(grep . "$out" | tail -1 | cut -c1-70)
+		res=SKIP
+		# A skip means "no GPU here": not so where nvidia-smi lists one.
+		[ "$gpus_listed" -eq 0 ] || res=FAIL why="skipped although nvidia-smi lists a GPU: $why"
+		;;
 	124 | 137) res=TIMEOUT why="over $t s" ;;
 	*) res=FAIL why="exit $rc: $(grep . "$out" | tail -1 | cut -c1-60)" ;;
 	esac

@@ -17,8 +17,13 @@
  *                         removes it)
  *
  * Environment: BENCH_GPU_CKPT_GIB (default 8), BENCH_GPU_CKPT_ROUNDS
- * (default 3).  Exit 77 without a GPU or without room in DIR for three
- * copies of the data. */
+ * (default 2), BENCH_GPU_CKPT_BUDGET_S (default 100: no round is started
+ * that would, at the pace of the longest so far, end later than that after
+ * the start; the medians are those of the rounds done, at least one).  At
+ * 8 GiB a round writes 16 GiB with fsync, about 15 s at 1.1 GB/s, and the
+ * setup pins 16 GiB of host memory: tests/gpu/run.sh gives a check 180 s.
+ * Exit 77 without a GPU or without room in DIR for two copies of the data
+ * (ROOM_COPIES). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -38,6 +43,13 @@
 #define TARGET_STALL_S 0.5 /* for 8 GiB */
 #define TARGET_RATIO 0.9
 #define MAX_ROUNDS 20
+/* Copies of the data on disk at once, at most two (keep = 1): while a step
+ * is saved, the one before it, still committed (the writer removes it after
+ * the new one commits, before mlrt_ckpt_wait returns, ckpt/ckpt.c
+ * writer_main); the plain file is written while one step alone is on disk
+ * and removed at once.  The 0.2 covers the files' metadata and the
+ * filesystem's own. */
+#define ROOM_COPIES 2.2
 
 static double now(void)
 {
@@ -129,7 +141,9 @@ static double env_num(const char *name, double def, double lo, double hi)
 int main(int argc, char **argv)
 {
 	double gib = env_num("BENCH_GPU_CKPT_GIB", 8, 0.001, 64);
-	int rounds = (int)env_num("BENCH_GPU_CKPT_ROUNDS", 3, 1, MAX_ROUNDS);
+	int rounds = (int)env_num("BENCH_GPU_CKPT_ROUNDS", 2, 1, MAX_ROUNDS);
+	double budget = env_num("BENCH_GPU_CKPT_BUDGET_S", 100, 1, 86400);
+	double t_start = now(), longest = 0, dt;
 	const char *dir = argc == 2 ? argv[1] : NULL;
 	double stall[MAX_ROUNDS], commit[MAX_ROUNDS], plain[MAX_ROUNDS];
 	double t0, t_reg, ms_stall, ms_commit, ms_plain, target_stall;
@@ -143,7 +157,7 @@ int main(int argc, char **argv)
 	mlrt_ckpt_opts o;
 	mlrt_ckpt *ck;
 	mlrt_ctx *ctx;
-	int ndev = 0;
+	int ndev = 0, ran = 0;
 
 	if (dir == NULL) {
 		fprintf(stderr, "usage: bench_gpu_ckpt DIR\n");
@@ -157,13 +171,11 @@ int main(int argc, char **argv)
 	total = per * NBUF;
 	if (statvfs(dir, &vfs) != 0)
 		die(dir, strerror(errno));
-	/* Two steps (the committed one and the one being written, keep 1)
-	 * and the plain file. */
-	if ((double)vfs.f_bavail * (double)vfs.f_frsize < 3.2 * (double)total) {
+	if ((double)vfs.f_bavail * (double)vfs.f_frsize < ROOM_COPIES * (double)total) {
 		fprintf(stderr, "bench_gpu_ckpt: %s has %.1f GiB free; %.1f GiB needed: skipped "
 		                "(set BENCH_GPU_CKPT_DIR or BENCH_GPU_CKPT_GIB)\n", dir,
 		        (double)vfs.f_bavail * (double)vfs.f_frsize / (1u << 30),
-		        3.2 * (double)total / (1u << 30));
+		        ROOM_COPIES * (double)total / (1u << 30));
 		return 77;
 	}
 	snprintf(ckdir, sizeof(ckdir), "%s/ck", dir);
@@ -186,8 +198,8 @@ int main(int argc, char **argv)
 		CUDA(cudaMemcpy(dev[b], pinned + (size_t)b * per, per, cudaMemcpyHostToDevice));
 	}
 	printf("# gpu_ckpt: %d buffers x %.3f GiB = %.2f GiB on device 0 (%s), async mlrt_ckpt, "
-	       "%d rounds, in %s\n", NBUF, (double)per / (1u << 30), (double)total / (1u << 30),
-	       prop.name, rounds, dir);
+	       "up to %d rounds within %.0f s, in %s\n", NBUF, (double)per / (1u << 30),
+	       (double)total / (1u << 30), prop.name, rounds, budget, dir);
 
 	mlrt_ckpt_opts_init(&o);
 	o.async = 1;
@@ -205,6 +217,8 @@ int main(int argc, char **argv)
 	       (double)total / (1u << 30), t_reg);
 	printf("%-6s %10s %10s %10s\n", "round", "stall_s", "commit_s", "plain_s");
 	for (int r = 0; r < rounds; r++) {
+		double t_round = now();
+
 		/* Alternate which goes first, so neither always finds the
 		 * disk's cache state left by the other. */
 		if (r % 2 == 1)
@@ -219,12 +233,22 @@ int main(int argc, char **argv)
 			plain[r] = plain_write(plainpath, pinned, total);
 		printf("%-6d %10.3f %10.3f %10.3f\n", r + 1, stall[r], commit[r], plain[r]);
 		fflush(stdout);
+		ran = r + 1;
+		dt = now() - t_round;
+		if (dt > longest)
+			longest = dt;
+		if (ran < rounds && now() - t_start + longest > budget) {
+			printf("# %d of %d rounds: another would end past the %.0f s budget "
+			       "(BENCH_GPU_CKPT_BUDGET_S; %.0f s so far, up to %.0f s a round)\n",
+			       ran, rounds, budget, now() - t_start, longest);
+			break;
+		}
 	}
 	MLRT(mlrt_ckpt_close(ck));
 
-	ms_stall = median(stall, rounds);
-	ms_commit = median(commit, rounds);
-	ms_plain = median(plain, rounds);
+	ms_stall = median(stall, ran);
+	ms_commit = median(commit, ran);
+	ms_plain = median(plain, ran);
 	target_stall = TARGET_STALL_S * (double)total / (8.0 * (1u << 30));
 	printf("median stall (async mlrt_ckpt_save returns): %.3f s for %.2f GiB "
 	       "(%.1f GB/s device -> pinned host)\n",
