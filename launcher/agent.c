@@ -43,7 +43,7 @@ static const char *const owned_vars[] = {
 	"GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE",
 	"TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_MAX_RESTARTS",
 	"MLRT_ROLE", "MLRT_NUM_SERVERS", "MLRT_NUM_WORKERS", "MLRT_PS_REPLICAS",
-	"MLRT_PS_CKPT_DIR", "MLRT_PS_CKPT_MS", "MLRT_PS_REJOIN",
+	"MLRT_PS_CKPT_DIR", "MLRT_PS_CKPT_MS", "MLRT_PS_REJOIN", "MLRT_GPUS_PER_PROC",
 };
 
 static int is_owned(const char *entry)
@@ -209,6 +209,8 @@ static int build_env(const agent *a, const mlrti_rdzv_result *r, int local_rank,
 
 		gpu_list(local_rank, a->o->gpus_per_proc, list, sizeof(list));
 		fail |= env_add(e, "CUDA_VISIBLE_DEVICES", "%s", list);
+		/* The library then works on the first of them (mlrt_ctx_device). */
+		fail |= env_add(e, "MLRT_GPUS_PER_PROC", "%d", a->o->gpus_per_proc);
 	}
 	fail |= env_add(e, "MLRT_NUM_SERVERS", "%d", a->o->servers);
 	fail |= env_add(e, "MLRT_PS_REPLICAS", "%d", replicated(a));

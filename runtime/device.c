@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mlrt_config.h"
@@ -16,6 +17,42 @@
 
 #include "runtime/common.h"
 #include "runtime/devptr.h"
+
+/* MLRT_DEVICE: *want gets the ordinal asked for, DEVICE_LOCAL (local rank
+ * modulo the devices seen) or -1 (none).  Unset or "auto": the first of
+ * the worker's own devices when mlrun bound some (--gpus-per-proc sets
+ * MLRT_GPUS_PER_PROC), else none, so that a program that does not use a
+ * GPU never makes a context on one.  *explicit: MLRT_DEVICE asked. */
+enum { DEVICE_LOCAL = -2 };
+
+static int device_wanted(int *want, int *explicit)
+{
+	const char *v = getenv("MLRT_DEVICE"), *g = getenv("MLRT_GPUS_PER_PROC");
+	char *end;
+	long n;
+
+	*want = -1;
+	*explicit = v != NULL && *v != '\0' && strcmp(v, "auto") != 0;
+	if (!*explicit) {
+		if (g != NULL && atoi(g) > 0)
+			*want = 0;
+		return MLRT_OK;
+	}
+	if (strcmp(v, "none") == 0)
+		return MLRT_OK;
+	if (strcmp(v, "local") == 0) {
+		*want = DEVICE_LOCAL;
+		return MLRT_OK;
+	}
+	n = strtol(v, &end, 10);
+	if (end == v || *end != '\0' || n < 0 || n > 1 << 20) {
+		mlrt_log(MLRT_LOG_ERROR, "device: MLRT_DEVICE=%s is not auto, local, none or a device "
+		                         "ordinal; unset it or pick one", v);
+		return MLRT_ERR_INVALID;
+	}
+	*want = (int)n;
+	return MLRT_OK;
+}
 
 #if HAVE_CUDA
 
@@ -203,6 +240,41 @@ int mlrt_device_query(int index, mlrt_device_info *info)
 	return MLRT_OK;
 }
 
+int mlrti_device_select(int local_rank, int *device)
+{
+	const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+	int want, explicit, n = 0;
+	cudaError_t e;
+	int rc = device_wanted(&want, &explicit);
+
+	*device = -1;
+	if (rc != MLRT_OK || want == -1)
+		return rc;
+	mlrt_device_count(&n);
+	if (n == 0 || want >= n) {
+		/* mlrun's binding without a device seen is worth a warning; an
+		 * explicit choice that cannot be met fails init. */
+		mlrt_log(explicit ? MLRT_LOG_ERROR : MLRT_LOG_WARN,
+		         "device: %s%s, but this process sees %d CUDA device%s "
+		         "(CUDA_VISIBLE_DEVICES=%s); check nvidia-smi and mlrun devices",
+		         explicit ? "MLRT_DEVICE=" : "mlrun gave this worker GPUs",
+		         explicit ? getenv("MLRT_DEVICE") : "", n, n == 1 ? "" : "s",
+		         visible != NULL ? visible : "(unset)");
+		return explicit ? MLRT_ERR_UNAVAILABLE : MLRT_OK;
+	}
+	if (want == DEVICE_LOCAL)
+		want = local_rank % n;
+	if ((e = cudaSetDevice(want)) != cudaSuccess) {
+		mlrt_log(MLRT_LOG_ERROR, "device: cudaSetDevice(%d) failed: %s (%s); check the device "
+		                         "(nvidia-smi)", want, cudaGetErrorString(e), cudaGetErrorName(e));
+		return MLRT_ERR_UNAVAILABLE;
+	}
+	mlrt_log(MLRT_LOG_INFO, "device: working on CUDA device %d of %d (CUDA_VISIBLE_DEVICES=%s)",
+	         want, n, visible != NULL ? visible : "(unset)");
+	*device = want;
+	return MLRT_OK;
+}
+
 int mlrt_cuda_versions(int *driver, int *runtime)
 {
 	if (driver == NULL || runtime == NULL)
@@ -240,6 +312,17 @@ int mlrt_device_query(int index, mlrt_device_info *info)
 {
 	(void)index;
 	(void)info;
+	return unsupported();
+}
+
+int mlrti_device_select(int local_rank, int *device)
+{
+	int want, explicit, rc = device_wanted(&want, &explicit);
+
+	(void)local_rank;
+	*device = -1;
+	if (rc != MLRT_OK || !explicit || want == -1)
+		return rc;
 	return unsupported();
 }
 

@@ -1,4 +1,5 @@
-/* Where a buffer lives.  Not installed.
+/* Where a buffer lives, and which device this process works on.  Not
+ * installed.
  *
  * Threads: any thread. */
 #ifndef MLRT_RUNTIME_DEVPTR_H
@@ -8,5 +9,11 @@
  * memory (pageable or pinned), NULL, a build without CUDA, or a machine
  * without a driver.  Managed memory counts as device memory. */
 int mlrti_device_of(const void *p);
+
+/* Choose this process's device by MLRT_DEVICE (docs/devices.md) and make
+ * it current on the calling thread (mlrt_init): *device gets its ordinal,
+ * or -1 when none is chosen.  MLRT_ERR_INVALID / UNAVAILABLE /
+ * UNSUPPORTED, logged, when the choice cannot be made. */
+int mlrti_device_select(int local_rank, int *device);
 
 #endif

@@ -21,6 +21,7 @@
 #include "comm/comm.h"
 #include "runtime/common.h"
 #include "runtime/ctx.h"
+#include "runtime/devptr.h"
 #include "runtime/env.h"
 
 #define DEFAULT_TIMEOUT_MS 300000
@@ -36,6 +37,7 @@ struct mlrt_ctx {
 	mlrt_comm *world;
 	char gen_prefix[MLRTI_PREFIX_MAX];
 	int store_answered; /* the store answered init's first request */
+	int device;         /* CUDA ordinal chosen at init; -1: none */
 	int mpi_initialized_here;
 };
 
@@ -146,6 +148,7 @@ int mlrt_init(mlrt_ctx **out)
 	ctx->timeout_ms = (int)timeout;
 	MLRTI_CHECK_GOTO(mlrti_env_identity(&ctx->id, HAVE_MPI), rc, fail);
 	mlrt_log_set_rank(ctx->id.rank);
+	MLRTI_CHECK_GOTO(mlrti_device_select(ctx->id.local_rank, &ctx->device), rc, fail);
 	snprintf(ctx->gen_prefix, sizeof(ctx->gen_prefix), "%s/g%" PRId64 "/", ctx->id.job_id,
 	         ctx->id.generation);
 	MLRTI_CHECK_GOTO(reach_store(ctx), rc, fail);
@@ -259,6 +262,11 @@ const char *mlrt_job_id(const mlrt_ctx *ctx)
 mlrt_comm *mlrt_world(mlrt_ctx *ctx)
 {
 	return ctx->world;
+}
+
+int mlrt_ctx_device(const mlrt_ctx *ctx)
+{
+	return ctx->device;
 }
 
 mlrt_store *mlrt_ctx_store(mlrt_ctx *ctx)

@@ -58,6 +58,11 @@ MLRT_API mlrt_launcher mlrt_launched_by(const mlrt_ctx *ctx);
 /* The job id (MLRT_JOB_ID, or one derived from the launcher). */
 MLRT_API const char *mlrt_job_id(const mlrt_ctx *ctx);
 
+/* The CUDA device this process works on, chosen at mlrt_init and made
+ * current on its thread (MLRT_DEVICE; by default the worker's own GPU when
+ * mlrun --gpus-per-proc bound one: docs/devices.md), or -1 for none. */
+MLRT_API int mlrt_ctx_device(const mlrt_ctx *ctx);
+
 /* The communicator of every rank in the job.  Owned by ctx. */
 MLRT_API mlrt_comm *mlrt_world(mlrt_ctx *ctx);
 

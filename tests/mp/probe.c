@@ -22,6 +22,9 @@
  *                              place where the others are not): every rank
  *                              must get an error, printed as
  *                              "disagree: rank R: <error>"
+ *   probe device               print "device: rank R local L device D
+ *                              visible V" (mlrt_ctx_device; V:
+ *                              CUDA_VISIBLE_DEVICES or -), barrier, exit 0
  *   probe exit CODE RANK       rank RANK writes a line to stderr and exits
  *                              CODE; the others ignore SIGTERM and wait at
  *                              a barrier, which must fail with
@@ -91,7 +94,13 @@ int main(int argc, char **argv)
 	       launcher_name(mlrt_launched_by(ctx)));
 	fflush(stdout);
 
-	if (argc >= 3 && strcmp(argv[1], "hang") == 0) {
+	if (argc >= 2 && strcmp(argv[1], "device") == 0) {
+		const char *v = getenv("CUDA_VISIBLE_DEVICES");
+
+		printf("device: rank %d local %d device %d visible %s\n", mlrt_rank(ctx),
+		       mlrt_local_rank(ctx), mlrt_ctx_device(ctx), v != NULL ? v : "-");
+		fflush(stdout);
+	} else if (argc >= 3 && strcmp(argv[1], "hang") == 0) {
 		if (write_file(argv[2], "pid", ctx, getpid()) != 0)
 			return 2;
 		if (mlrt_generation(ctx) == 0) {

@@ -10,11 +10,12 @@
  *   cudaStreamQuery says "not ready" now and then, to exercise the polls.
  *   FAKE_CUDA_FAIL_COPY=N: rank 1's N-th cudaMemcpyAsync fails as a
  *   faulted device would (cudaErrorIllegalAddress).
+ *   FAKE_CUDA_DEVICES=N: N devices (default 1), for device selection.
  *
  * Also runs bench_gpu_ckpt at a small size, to try the benchmark itself:
  *   LD_PRELOAD=.../libfake_cuda.so BENCH_GPU_CKPT_GIB=0.05 bash gpu_ckpt.sh
  *
- * Not a CUDA: no kernels, one device, no real asynchrony. */
+ * Not a CUDA: no kernels, no real asynchrony; memory belongs to no device. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -71,9 +72,18 @@ int cuPointerGetAttribute(void *data, int attribute, unsigned long long ptr)
 
 /* ---- runtime API ---- */
 
+static _Thread_local int current; /* this thread's device */
+
+static int devices(void)
+{
+	const char *v = getenv("FAKE_CUDA_DEVICES");
+
+	return v != NULL && atoi(v) > 0 ? atoi(v) : 1;
+}
+
 cudaError_t cudaGetDeviceCount(int *count)
 {
-	*count = 1;
+	*count = devices();
 	return cudaSuccess;
 }
 
@@ -81,17 +91,20 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int device)
 {
 	memset(p, 0, sizeof(*p));
 	strcpy(p->name, "fake CUDA device (tests/gpu/ckpt/fake_cuda.c)");
-	return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+	return device >= 0 && device < devices() ? cudaSuccess : cudaErrorInvalidDevice;
 }
 
 cudaError_t cudaSetDevice(int device)
 {
-	return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+	if (device < 0 || device >= devices())
+		return cudaErrorInvalidDevice;
+	current = device;
+	return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int *device)
 {
-	*device = 0;
+	*device = current;
 	return cudaSuccess;
 }
 
