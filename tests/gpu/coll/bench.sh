@@ -5,7 +5,11 @@
 # host bandwidth measured in the same run, and against the reference of
 # the issue: PyTorch's gloo backend reducing CUDA tensors of 2 or 4 ranks
 # sharing the GPU reached 2.0-2.6 GB/s busbw at 16-64 MiB; the target is
-# at least twice that.  Skips (77) without a GPU.  Takes ~20 s.
+# at least twice that.  Then, to show where the time goes at 64 MiB: the
+# staged path with 1 and 16 MiB chunks (MLRT_STAGE_CHUNK_BYTES; default 4),
+# and the host allreduce alone on host buffers of the chunk sizes (the
+# staged path's ceiling when the copies overlap it).  Skips (77) without a
+# GPU.  Takes ~40 s.
 . "$MESON_SOURCE_ROOT/tests/mp/lib.sh"
 
 GLOO_LO=2.0
@@ -33,4 +37,24 @@ for np in 2 4; do
 			       $5 / hi, ($5 >= 2 * hi) ? "yes" : "no"
 		}
 		END { if (n != 3) exit 1 }' "$TMP/np$np" || fail "np $np: figures missing: $(cat "$TMP/np$np")"
+done
+
+echo "# where the time goes at 64 MiB: staged busbw by chunk size; host allreduce busbw of host buffers of the chunk size"
+printf "%4s %10s %14s %16s\n" np chunk_MiB staged_busbw host_busbw_chunk
+for np in 2 4; do
+	timeout 120 "$MLRUN" -np $np --no-tag-output -- "$BENCH_ALLREDUCE" -b 1M -e 16M -t 0.3 \
+		>"$TMP/host$np" 2>"$TMP/err$np" || fail "host np $np: exit $?: $(head -c 3000 "$TMP/err$np")"
+	for chunk in 1 4 16; do
+		if [ $chunk -eq 4 ]; then # the default: measured above
+			staged=$(awk '$1 == 67108864 { print $5 }' "$TMP/np$np")
+		else
+			timeout 120 "$MLRUN" -np $np --no-tag-output -- env CUDA_VISIBLE_DEVICES=0 \
+				MLRT_STAGE_CHUNK_BYTES=$((chunk << 20)) "$BENCH_ALLREDUCE" -d -b 64M -e 64M -t 0.3 \
+				>"$TMP/c$np-$chunk" 2>"$TMP/err$np" ||
+				fail "np $np chunk $chunk MiB: exit $?: $(head -c 3000 "$TMP/err$np")"
+			staged=$(awk '$1 == 67108864 { print $5 }' "$TMP/c$np-$chunk")
+		fi
+		host=$(awk -v b=$((chunk << 20)) '$1 == b { print $5 }' "$TMP/host$np")
+		printf "%4d %10d %14s %16s\n" $np $chunk "${staged:-?}" "${host:-?}"
+	done
 done
