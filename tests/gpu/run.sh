@@ -8,7 +8,7 @@
 #        machine with build-gpu-bundle/ carried, made here first by
 #        tests/gpu/bundle.sh, or `bash tests/gpu/run.sh --bundle`); through
 #        the device tool: run(command: "bash tests/gpu/run.sh",
-#        carry: ["build-gpu-bundle"], timeout_s: 310)
+#        carry: ["build-gpu-bundle"], timeout_s: 400)
 #
 # With build-gpu-bundle/ (manifest.sh, build/, lib/) it runs what the bundle
 # holds, its lib/ first on LD_LIBRARY_PATH; without one (or with --build) it
@@ -20,13 +20,16 @@
 # lists a GPU, a skip is a failure ("skipped although nvidia-smi lists a
 # GPU"), and so is mlrun devices finding none (a row of its own).
 #
-# Environment: MLRT_GPU_BUDGET_S (whole run, default 270),
+# Environment: MLRT_GPU_BUDGET_S (whole run, default 360),
 # MLRT_GPU_TEST_TIMEOUT_S (one check at most, default 180; less when
-# meson's timeout is less), MLRT_GPU_BUNDLE (default build-gpu-bundle).
+# meson's timeout is less), MLRT_GPU_ONLY (names of the checks to run,
+# separated by commas or spaces, for a second try at what failed; default
+# all), MLRT_GPU_BUNDLE (default build-gpu-bundle).
 set -euo pipefail
 
 start=$SECONDS
-budget=${MLRT_GPU_BUDGET_S:-270}
+budget=${MLRT_GPU_BUDGET_S:-360}
+only=" ${MLRT_GPU_ONLY:-} "; only=${only//,/ }
 test_cap=${MLRT_GPU_TEST_TIMEOUT_S:-180}
 bundle=${MLRT_GPU_BUNDLE:-build-gpu-bundle}
 mode=auto
@@ -315,6 +318,7 @@ MANIFEST_COUNT=0
 say "== $MANIFEST_COUNT checks"
 for ((i = 0; i < MANIFEST_COUNT; i++)); do
 	name=${T_NAME[$i]} kind=${T_KIND[$i]}
+	[ -z "${MLRT_GPU_ONLY:-}" ] || [[ "$only" == *" $name "* ]] || continue
 	t=${T_TIMEOUT[$i]}
 	{ [ "$t" -gt 0 ] && [ "$t" -le "$test_cap" ]; } || t=$test_cap
 	l=$(($(left) - 5))
