@@ -1,10 +1,16 @@
 /* `mlrun devices` and the GPU requirements of a job (--gpus-per-proc,
  * --gpu-mem, --cuda), checked against this host before anything starts. */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -12,6 +18,14 @@
 #include <mlrt/device.h>
 
 #include "launcher/devices.h"
+#include "launcher/hosts.h"
+#include "launcher/rsh.h"
+#include "runtime/common.h"
+
+#define REMOTE_TIMEOUT_MS 60000          /* one host's answer */
+#define REMOTE_MAX_BYTES (4 << 20)
+
+extern char **environ;
 
 /* "12.2" -> 12020; "none" -> 0.  -1 when it is neither. */
 static int version_of(const char *s)
@@ -59,6 +73,43 @@ static int device_of_json(json_t *j, int i, mlrt_device_info *d, char *why, size
 	return 0;
 }
 
+/* One host's inventory, as `mlrun devices --json` prints it: 0, or -1
+ * with why set (and nothing in *out). */
+static int host_of_json(json_t *me, mlrt_device_info **out, int *n, int *driver, int *runtime,
+                        char *why, size_t len)
+{
+	const char *name, *drv = "none", *rt = "none";
+	json_error_t e;
+	json_t *list;
+
+	*out = NULL;
+	*n = 0;
+	why[0] = '\0';
+	if (json_unpack_ex(me, &e, JSON_STRICT, "{s:s, s?s, s?s, s:o}", "host", &name, "cuda_driver",
+	                   &drv, "cuda_runtime", &rt, "devices", &list) != 0)
+		snprintf(why, len, "%s", e.text);
+	else if (!json_is_array(list) || version_of(drv) < 0 || version_of(rt) < 0)
+		snprintf(why, len, "\"devices\" must be an array, and \"cuda_driver\" and "
+		         "\"cuda_runtime\" MAJOR.MINOR or \"none\"");
+	if (why[0] != '\0')
+		return -1;
+	*n = (int)json_array_size(list);
+	*driver = version_of(drv);
+	*runtime = version_of(rt);
+	*out = *n > 0 ? calloc((size_t)*n, sizeof(**out)) : NULL;
+	for (int i = 0; i < *n && why[0] == '\0'; i++)
+		if (*out == NULL)
+			snprintf(why, len, "out of memory");
+		else
+			device_of_json(json_array_get(list, (size_t)i), i, &(*out)[i], why, len);
+	if (why[0] == '\0')
+		return 0;
+	free(*out);
+	*out = NULL;
+	*n = 0;
+	return -1;
+}
+
 /* MLRT_DEVICE_INVENTORY=FILE, for tests: the inventory comes from FILE,
  * in the form `mlrun devices --json` prints: one host's object, or an
  * array of them, of which the one whose "host" is this host applies.
@@ -66,8 +117,7 @@ static int device_of_json(json_t *j, int i, mlrt_device_info *d, char *why, size
 static int inventory_file(const char *path, const char *host, mlrt_device_info **out, int *n,
                           int *driver, int *runtime)
 {
-	json_t *root, *me = NULL, *list;
-	const char *name, *drv = "none", *rt = "none";
+	json_t *root, *me = NULL;
 	char why[400] = "";
 	json_error_t e;
 	size_t i;
@@ -91,32 +141,13 @@ static int inventory_file(const char *path, const char *host, mlrt_device_info *
 	} else {
 		me = root;
 	}
-	if (me != NULL &&
-	    json_unpack_ex(me, &e, JSON_STRICT, "{s:s, s?s, s?s, s:o}", "host", &name, "cuda_driver",
-	                   &drv, "cuda_runtime", &rt, "devices", &list) != 0)
-		snprintf(why, sizeof(why), "%s", e.text);
-	else if (me != NULL && (!json_is_array(list) || version_of(drv) < 0 || version_of(rt) < 0))
-		snprintf(why, sizeof(why), "\"devices\" must be an array, and \"cuda_driver\" and "
-		         "\"cuda_runtime\" MAJOR.MINOR or \"none\"");
-	if (why[0] == '\0') {
-		*n = (int)json_array_size(list);
-		*driver = version_of(drv);
-		*runtime = version_of(rt);
-		*out = *n > 0 ? calloc((size_t)*n, sizeof(**out)) : NULL;
-		for (i = 0; i < (size_t)*n && why[0] == '\0'; i++)
-			if (*out == NULL)
-				snprintf(why, sizeof(why), "out of memory");
-			else
-				device_of_json(json_array_get(list, i), (int)i, &(*out)[i], why, sizeof(why));
-	}
+	if (me != NULL)
+		host_of_json(me, out, n, driver, runtime, why, sizeof(why));
 	json_decref(root);
 	if (why[0] == '\0')
 		return MLRT_OK;
 	fprintf(stderr, "mlrun: MLRT_DEVICE_INVENTORY=%s: %s (the file holds what `mlrun devices "
 	        "--json` prints: one host's object, or an array of them)\n", path, why);
-	free(*out);
-	*out = NULL;
-	*n = 0;
 	return MLRT_ERR_INVALID;
 }
 
@@ -214,19 +245,174 @@ static void print_table(const char *host, const mlrt_device_info *d, int n, int 
 	}
 }
 
+/* `mlrun devices --json` on host through rsh, run as the head runs an
+ * agent (same folder, MLRT_HOSTNAME, mlrt's variables): *out gets its
+ * answer.  0, or -1 with why. */
+static int remote_json(const char *rsh, const char *host, json_t **out, char *why, size_t len)
+{
+	char cmd[32768], self[PATH_MAX], cwd[PATH_MAX], var[64 + HOST_NAME_MAX_LEN];
+	char *buf = NULL, **argv = NULL;
+	size_t clen = 0, used = 0, cap = 0;
+	int64_t deadline = mlrti_now_ms() + REMOTE_TIMEOUT_MS;
+	int p[2], status = 0, fail = 0;
+	ssize_t self_len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	json_error_t e;
+	wordexp_t we;
+	pid_t pid;
+
+	*out = NULL;
+	if (self_len <= 0 || getcwd(cwd, sizeof(cwd)) == NULL) {
+		snprintf(why, len, "cannot tell this mlrun's path or folder: %s", strerror(errno));
+		return -1;
+	}
+	self[self_len] = '\0';
+	fail |= rsh_quote(cmd, sizeof(cmd), &clen, "cd");
+	fail |= rsh_quote(cmd, sizeof(cmd), &clen, cwd);
+	clen += (size_t)snprintf(cmd + clen, sizeof(cmd) - clen, " && exec");
+	fail |= rsh_quote(cmd, sizeof(cmd), &clen, "env");
+	snprintf(var, sizeof(var), "MLRT_HOSTNAME=%s", host);
+	fail |= rsh_quote(cmd, sizeof(cmd), &clen, var);
+	for (char **v = environ; *v != NULL; v++)
+		if ((strncmp(*v, "MLRT_", 5) == 0 || strncmp(*v, "FI_", 3) == 0) &&
+		    strncmp(*v, "MLRT_HOSTNAME=", 14) != 0 && strncmp(*v, "MLRT_IFNAME=", 12) != 0)
+			fail |= rsh_quote(cmd, sizeof(cmd), &clen, *v);
+	fail |= rsh_quote(cmd, sizeof(cmd), &clen, self);
+	fail |= rsh_quote(cmd, sizeof(cmd), &clen, "devices");
+	fail |= rsh_quote(cmd, sizeof(cmd), &clen, "--json");
+	if (fail || rsh_argv(rsh, host, cmd + 1, &argv, &we) != 0) {
+		snprintf(why, len, "cannot make the command (--rsh '%s')", rsh);
+		return -1;
+	}
+	if (pipe2(p, O_CLOEXEC) != 0 || (pid = fork()) < 0) {
+		snprintf(why, len, "cannot start --rsh: %s", strerror(errno));
+		free(argv);
+		wordfree(&we);
+		return -1;
+	}
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDONLY);
+
+		dup2(null, STDIN_FILENO);
+		dup2(p[1], STDOUT_FILENO);
+		execvp(argv[0], argv);
+		fprintf(stderr, "mlrun devices: cannot run --rsh '%s': %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(p[1]);
+	free(argv);
+	wordfree(&we);
+	for (;;) {
+		struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+		int64_t left = deadline - mlrti_now_ms();
+		ssize_t r;
+
+		if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
+			kill(pid, SIGKILL);
+			snprintf(why, len, "no answer within %d s", REMOTE_TIMEOUT_MS / 1000);
+			fail = 1;
+			break;
+		}
+		if (used + 4096 + 1 > cap) {
+			char *grown = cap < REMOTE_MAX_BYTES ? realloc(buf, cap + 65536) : NULL;
+
+			if (grown == NULL) {
+				kill(pid, SIGKILL);
+				snprintf(why, len, "its answer is over %d bytes", REMOTE_MAX_BYTES);
+				fail = 1;
+				break;
+			}
+			buf = grown;
+			cap += 65536;
+		}
+		r = read(p[0], buf + used, 4096);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		used += (size_t)r;
+	}
+	close(p[0]);
+	waitpid(pid, &status, 0);
+	if (!fail && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+		snprintf(why, len, "`mlrun devices --json` there %s %d (its messages are above)",
+		         WIFEXITED(status) ? "exited with" : "was killed by signal",
+		         WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+		fail = 1;
+	}
+	if (!fail && (buf == NULL || (*out = json_loadb(buf, used, 0, &e)) == NULL)) {
+		snprintf(why, len, "its answer is not JSON (line %d: %s)", buf ? e.line : 0,
+		         buf ? e.text : "empty");
+		fail = 1;
+	}
+	free(buf);
+	return fail ? -1 : 0;
+}
+
+/* mlrun devices -H/--hostfile: every host's inventory, in the hosts'
+ * order; --json: an array of the hosts' objects (a multi-host
+ * MLRT_DEVICE_INVENTORY file).  1 when a host did not answer. */
+static int remote_main(const char *list, const char *file, const char *rsh, int json)
+{
+	json_t *all = json_array();
+	host_entry *hosts = NULL;
+	char err[512];
+	int n = 0, failed = 0;
+
+	if ((list != NULL ? hosts_parse_list(list, 1, &hosts, &n, err, sizeof(err))
+	                  : hosts_parse_file(file, 1, &hosts, &n, err, sizeof(err))) != 0) {
+		fprintf(stderr, "mlrun devices: %s\n", err);
+		json_decref(all);
+		return 2;
+	}
+	for (int i = 0; i < n; i++) {
+		mlrt_device_info *d;
+		int nd, driver, runtime;
+		json_t *one;
+
+		if (remote_json(rsh, hosts[i].name, &one, err, sizeof(err)) != 0 ||
+		    host_of_json(one, &d, &nd, &driver, &runtime, err, sizeof(err)) != 0) {
+			fprintf(stderr, "mlrun devices: host %s: %s\n", hosts[i].name, err);
+			failed = 1;
+			continue;
+		}
+		if (json)
+			json_array_append(all, one);
+		else
+			print_table(hosts[i].name, d, nd, driver, runtime);
+		json_decref(one);
+		free(d);
+	}
+	if (json) {
+		json_dumpf(all, stdout, JSON_INDENT(2));
+		putchar('\n');
+	}
+	json_decref(all);
+	free(hosts);
+	return failed;
+}
+
 int devices_main(int argc, char **argv)
 {
 	char host[256] = "localhost";
+	const char *list = NULL, *file = NULL, *rsh = "ssh -o BatchMode=yes";
 	mlrt_device_info *d;
 	int n, driver = 0, runtime = 0, json = 0, rc;
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0) {
 			json = 1;
+		} else if ((strcmp(argv[i], "-H") == 0 || strcmp(argv[i], "--hostfile") == 0 ||
+		            strcmp(argv[i], "--rsh") == 0) && i + 1 < argc) {
+			const char **to = argv[i][1] == 'H' ? &list : argv[i][2] == 'h' ? &file : &rsh;
+
+			*to = argv[++i];
 		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-			printf("usage: mlrun devices [--json]\n"
+			printf("usage: mlrun devices [--json] [-H HOSTS | --hostfile FILE] [--rsh CMD]\n"
 			       "The CUDA devices of this host: name, UUID, PCI bus id, memory total and\n"
-			       "free, compute capability, utilisation (with NVML), CUDA versions.\n");
+			       "free, compute capability, utilisation (with NVML), CUDA versions.\n"
+			       "With -H or --hostfile, those of every host, asked through --rsh as mlrun\n"
+			       "starts its agents (default 'ssh -o BatchMode=yes'); --json then prints\n"
+			       "an array of the hosts' objects.\n");
 			return 0;
 		} else {
 			fprintf(stderr, "mlrun devices: unknown argument '%s' (see mlrun devices --help)\n",
@@ -234,6 +420,8 @@ int devices_main(int argc, char **argv)
 			return 2;
 		}
 	}
+	if (list != NULL || file != NULL)
+		return remote_main(list, file, rsh, json);
 	if (getenv("MLRT_HOSTNAME") != NULL && getenv("MLRT_HOSTNAME")[0] != '\0')
 		snprintf(host, sizeof(host), "%s", getenv("MLRT_HOSTNAME"));
 	else

@@ -20,6 +20,7 @@
 #include "launcher/head.h"
 #include "launcher/heartbeat.h"
 #include "launcher/hosts.h"
+#include "launcher/rsh.h"
 #include "launcher/worker.h"
 #include "runtime/common.h"
 #include "runtime/netaddr.h"
@@ -53,33 +54,6 @@ typedef struct head {
 	int64_t kill_at;    /* once stopping: when SIGTERM turns into SIGKILL */
 } head;
 
-/* Append s to buf (at *len) in single quotes, for a POSIX shell. */
-static int quote(char *buf, size_t cap, size_t *len, const char *s)
-{
-	size_t n = *len;
-
-	if (n + 3 >= cap)
-		return -1;
-	buf[n++] = ' ';
-	buf[n++] = '\'';
-	for (; *s != '\0'; s++) {
-		if (*s == '\'') {
-			if (n + 5 >= cap)
-				return -1;
-			memcpy(buf + n, "'\\''", 4);
-			n += 4;
-		} else {
-			if (n + 2 >= cap)
-				return -1;
-			buf[n++] = *s;
-		}
-	}
-	buf[n++] = '\'';
-	buf[n] = '\0';
-	*len = n;
-	return 0;
-}
-
 /* Variables the agents get: the ones named with -x, and mlrt's and
  * libfabric's settings (MLRT_IFNAME and MLRT_HOSTNAME are per host). */
 static int forwarded(const mlrun_opts *o, const char *entry)
@@ -105,64 +79,41 @@ static int agent_command(const head *h, int i, char *cmd, size_t cap)
 	int fail = 0;
 
 	cmd[0] = '\0';
-	fail |= quote(cmd, cap, &len, "cd");
-	fail |= quote(cmd, cap, &len, h->cwd);
+	fail |= rsh_quote(cmd, cap, &len, "cd");
+	fail |= rsh_quote(cmd, cap, &len, h->cwd);
 	len += (size_t)snprintf(cmd + len, cap - len, " && exec");
-	fail |= quote(cmd, cap, &len, "env");
+	fail |= rsh_quote(cmd, cap, &len, "env");
 	snprintf(num, sizeof(num), "MLRT_HOSTNAME=%s", h->hosts[i].name);
-	fail |= quote(cmd, cap, &len, num);
+	fail |= rsh_quote(cmd, cap, &len, num);
 	for (char **e = environ; *e != NULL; e++)
 		if (forwarded(o, *e))
-			fail |= quote(cmd, cap, &len, *e);
+			fail |= rsh_quote(cmd, cap, &len, *e);
 	for (int k = 0; k < o->nenv_fwd; k++)
 		if (strchr(o->env_fwd[k], '=') != NULL)
-			fail |= quote(cmd, cap, &len, o->env_fwd[k]);
-	fail |= quote(cmd, cap, &len, h->self);
-	fail |= quote(cmd, cap, &len, "--agent");
-	fail |= quote(cmd, cap, &len, "--rdzv-endpoint");
-	fail |= quote(cmd, cap, &len, h->store_addr);
-	fail |= quote(cmd, cap, &len, "--job-id");
-	fail |= quote(cmd, cap, &len, h->job_id);
-	fail |= quote(cmd, cap, &len, "--nnodes");
+			fail |= rsh_quote(cmd, cap, &len, o->env_fwd[k]);
+	fail |= rsh_quote(cmd, cap, &len, h->self);
+	fail |= rsh_quote(cmd, cap, &len, "--agent");
+	fail |= rsh_quote(cmd, cap, &len, "--rdzv-endpoint");
+	fail |= rsh_quote(cmd, cap, &len, h->store_addr);
+	fail |= rsh_quote(cmd, cap, &len, "--job-id");
+	fail |= rsh_quote(cmd, cap, &len, h->job_id);
+	fail |= rsh_quote(cmd, cap, &len, "--nnodes");
 	snprintf(num, sizeof(num), "%d:%d", o->nnodes_min, o->nnodes_max);
-	fail |= quote(cmd, cap, &len, num);
-	fail |= quote(cmd, cap, &len, "-np");
+	fail |= rsh_quote(cmd, cap, &len, num);
+	fail |= rsh_quote(cmd, cap, &len, "-np");
 	snprintf(num, sizeof(num), "%d", h->hosts[i].slots);
-	fail |= quote(cmd, cap, &len, num);
-	fail |= quote(cmd, cap, &len, "--node-rank");
+	fail |= rsh_quote(cmd, cap, &len, num);
+	fail |= rsh_quote(cmd, cap, &len, "--node-rank");
 	snprintf(num, sizeof(num), "%d", i);
-	fail |= quote(cmd, cap, &len, num);
+	fail |= rsh_quote(cmd, cap, &len, num);
 	if (o->tag_output >= 0 || isatty(STDOUT_FILENO))
-		fail |= quote(cmd, cap, &len, o->tag_output == 0 ? "--no-tag-output" : "--tag-output");
+		fail |= rsh_quote(cmd, cap, &len, o->tag_output == 0 ? "--no-tag-output" : "--tag-output");
 	for (char **p = o->pass; *p != NULL; p++)
-		fail |= quote(cmd, cap, &len, *p);
-	fail |= quote(cmd, cap, &len, "--");
+		fail |= rsh_quote(cmd, cap, &len, *p);
+	fail |= rsh_quote(cmd, cap, &len, "--");
 	for (char **p = o->argv; *p != NULL; p++)
-		fail |= quote(cmd, cap, &len, *p);
+		fail |= rsh_quote(cmd, cap, &len, *p);
 	return fail ? -1 : 0;
-}
-
-/* --rsh as words for host: {host} replaced by it, else it follows. */
-static int rsh_words(const char *rsh, const char *host, wordexp_t *we)
-{
-	const char *p = rsh, *at;
-	char tmpl[4096];
-	size_t n = 0;
-
-	while ((at = strstr(p, "{host}")) != NULL && n < sizeof(tmpl)) {
-		n += (size_t)snprintf(tmpl + n, sizeof(tmpl) - n, "%.*s%s", (int)(at - p), p, host);
-		p = at + strlen("{host}");
-	}
-	if (n < sizeof(tmpl))
-		n += (size_t)snprintf(tmpl + n, sizeof(tmpl) - n, "%s%s%s", p, p == rsh ? " " : "",
-		                      p == rsh ? host : "");
-	if (n >= sizeof(tmpl) || wordexp(tmpl, we, WRDE_NOCMD) != 0)
-		return -1;
-	if (we->we_wordc == 0) {
-		wordfree(we);
-		return -1;
-	}
-	return 0;
 }
 
 /* Start host i's agent through --rsh. */
@@ -170,34 +121,24 @@ static int launch(head *h, int i)
 {
 	remote *r = &h->r[i];
 	static char cmd[65536];
-	const char *prog;
 	char **argv = NULL;
 	wordexp_t we;
-	int in[2] = {-1, -1}, argc = 0, rc = -1;
+	int in[2] = {-1, -1}, rc = -1;
 
 	if (agent_command(h, i, cmd, sizeof(cmd)) != 0) {
 		fprintf(stderr, "mlrun: the command for host %s is too long\n", h->hosts[i].name);
 		return -1;
 	}
-	if (rsh_words(h->o->rsh, h->hosts[i].name, &we) != 0) {
+	/* cmd + 1: past rsh_quote's leading space. */
+	if (rsh_argv(h->o->rsh, h->hosts[i].name, cmd + 1, &argv, &we) != 0) {
 		fprintf(stderr, "mlrun: cannot split --rsh '%s' into words\n", h->o->rsh);
 		return -1;
 	}
-	argv = calloc(we.we_wordc + 4, sizeof(*argv));
-	if (argv == NULL || pipe2(in, O_CLOEXEC) != 0) {
+	if (pipe2(in, O_CLOEXEC) != 0) {
 		fprintf(stderr, "mlrun: cannot start the agent for host %s: %s\n", h->hosts[i].name,
 		        strerror(errno));
 		goto out;
 	}
-	for (size_t k = 0; k < we.we_wordc; k++)
-		argv[argc++] = we.we_wordv[k];
-	/* ssh hands its command to the remote shell; anything else gets one. */
-	prog = strrchr(argv[0], '/') != NULL ? strrchr(argv[0], '/') + 1 : argv[0];
-	if (strcmp(prog, "ssh") != 0 && strcmp(prog, "rsh") != 0) {
-		argv[argc++] = "sh";
-		argv[argc++] = "-c";
-	}
-	argv[argc++] = cmd + 1; /* past quote()'s leading space */
 	r->pid = fork();
 	if (r->pid == 0) {
 		sigset_t none;

@@ -1,7 +1,7 @@
 # GPU inventory and requirements against inventories given in a file
 # (MLRT_DEVICE_INVENTORY, for tests), so that they run without GPUs:
 # `mlrun devices` shows the file's inventory (table, and --json that reads
-# back the same); a host that cannot meet --gpus-per-proc, --gpu-mem or
+# back the same), with -H every host's; a host that cannot meet --gpus-per-proc, --gpu-mem or
 # --cuda refuses the job, naming itself and what is missing, and no worker
 # starts on any host; a job that fits gives each worker its own GPUs
 # (CUDA_VISIBLE_DEVICES, as entries of mlrun's own list when it has one);
@@ -81,6 +81,23 @@ on_hosts --cuda 12.4 -- true >"$TMP/out" 2>"$TMP/err" && fail "2 hosts: --cuda 1
 grep -qF "host hostB: the driver supports CUDA 12.2; the job needs 12.4" "$TMP/err" ||
 	fail "2 hosts: --cuda refusal: $(cat "$TMP/err")"
 echo "ok: 2 hosts: the host that cannot meet the job is named, no worker starts"
+
+# Every host's inventory, asked through --rsh: tables, and --json an array
+# that reads back as a multi-host inventory file; a host that fails named.
+"$MLRUN" devices -H hostA,hostB --rsh 'env MLRT_TEST_HOST={host}' >"$TMP/all.table" 2>"$TMP/err" ||
+	fail "mlrun devices -H: $(cat "$TMP/err")"
+grep -q '^host hostA: 2 CUDA devices (driver CUDA 12.4, runtime 13.0)$' "$TMP/all.table" &&
+	grep -q '^host hostB: 2 CUDA devices (driver CUDA 12.2, runtime 13.0)$' "$TMP/all.table" ||
+	fail "mlrun devices -H: $(cat "$TMP/all.table")"
+"$MLRUN" devices -H hostA,hostB --rsh 'env MLRT_TEST_HOST={host}' --json >"$TMP/all.json" ||
+	fail "mlrun devices -H --json"
+MLRT_DEVICE_INVENTORY=$TMP/all.json MLRT_HOSTNAME=hostB "$MLRUN" devices | cmp -s - "$TMP/b.table" ||
+	fail "mlrun devices -H --json read back: $(cat "$TMP/all.json")"
+"$MLRUN" devices -H hostA,hostC --rsh 'env MLRT_TEST_HOST={host}' >"$TMP/out" 2>"$TMP/err" &&
+	fail "mlrun devices -H with an unknown host succeeded"
+grep -qF 'mlrun devices: host hostC: `mlrun devices --json` there exited with 1' "$TMP/err" &&
+	grep -q '^host hostA: ' "$TMP/out" || fail "mlrun devices -H, hostC failing: $(cat "$TMP/out" "$TMP/err")"
+echo "ok: mlrun devices -H: every host's inventory (table; --json reads back); a failing host named"
 
 # Jobs that fit: each worker gets its own GPUs by local rank; under a
 # scheduler that gave mlrun some GPUs, entries of that list.
