@@ -283,8 +283,11 @@ static int remote_json(const char *rsh, const char *host, json_t **out, char *wh
 		snprintf(why, len, "cannot make the command (--rsh '%s')", rsh);
 		return -1;
 	}
+	p[0] = p[1] = -1;
 	if (pipe2(p, O_CLOEXEC) != 0 || (pid = fork()) < 0) {
 		snprintf(why, len, "cannot start --rsh: %s", strerror(errno));
+		if (p[0] >= 0)
+			close(p[0]), close(p[1]);
 		free(argv);
 		wordfree(&we);
 		return -1;
@@ -304,9 +307,12 @@ static int remote_json(const char *rsh, const char *host, json_t **out, char *wh
 	for (;;) {
 		struct pollfd pfd = {.fd = p[0], .events = POLLIN};
 		int64_t left = deadline - mlrti_now_ms();
+		int ready = left > 0 ? poll(&pfd, 1, (int)left) : 0;
 		ssize_t r;
 
-		if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
+		if (ready < 0 && errno == EINTR)
+			continue;
+		if (ready == 0) {
 			kill(pid, SIGKILL);
 			snprintf(why, len, "no answer within %d s", REMOTE_TIMEOUT_MS / 1000);
 			fail = 1;
@@ -367,11 +373,12 @@ static int remote_main(const char *list, const char *file, const char *rsh, int 
 	for (int i = 0; i < n; i++) {
 		mlrt_device_info *d;
 		int nd, driver, runtime;
-		json_t *one;
+		json_t *one = NULL;
 
 		if (remote_json(rsh, hosts[i].name, &one, err, sizeof(err)) != 0 ||
 		    host_of_json(one, &d, &nd, &driver, &runtime, err, sizeof(err)) != 0) {
 			fprintf(stderr, "mlrun devices: host %s: %s\n", hosts[i].name, err);
+			json_decref(one);
 			failed = 1;
 			continue;
 		}
