@@ -54,13 +54,15 @@ typedef struct head {
 	int64_t kill_at;    /* once stopping: when SIGTERM turns into SIGKILL */
 } head;
 
-/* Variables the agents get: the ones named with -x, and mlrt's and
- * libfabric's settings (MLRT_IFNAME and MLRT_HOSTNAME are per host). */
+/* Variables the agents get: the ones named with -x, and mlrt's,
+ * libfabric's and NCCL's settings (MLRT_IFNAME and MLRT_HOSTNAME are per
+ * host). */
 static int forwarded(const mlrun_opts *o, const char *entry)
 {
 	size_t n = strcspn(entry, "=");
 
-	if ((strncmp(entry, "MLRT_", 5) == 0 || strncmp(entry, "FI_", 3) == 0) &&
+	if ((strncmp(entry, "MLRT_", 5) == 0 || strncmp(entry, "FI_", 3) == 0 ||
+	     strncmp(entry, "NCCL_", 5) == 0) &&
 	    strncmp(entry, "MLRT_IFNAME=", 12) != 0 && strncmp(entry, "MLRT_HOSTNAME=", 14) != 0)
 		return 1;
 	for (int i = 0; i < o->nenv_fwd; i++)
