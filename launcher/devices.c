@@ -25,8 +25,6 @@
 #define REMOTE_TIMEOUT_MS 60000          /* one host's answer */
 #define REMOTE_MAX_BYTES (4 << 20)
 
-extern char **environ;
-
 /* "12.2" -> 12020; "none" -> 0.  -1 when it is neither. */
 static int version_of(const char *s)
 {
@@ -250,7 +248,7 @@ static void print_table(const char *host, const mlrt_device_info *d, int n, int 
  * answer.  0, or -1 with why. */
 static int remote_json(const char *rsh, const char *host, json_t **out, char *why, size_t len)
 {
-	char cmd[32768], self[PATH_MAX], cwd[PATH_MAX], var[64 + HOST_NAME_MAX_LEN];
+	char cmd[32768], self[PATH_MAX], cwd[PATH_MAX];
 	char *buf = NULL, **argv = NULL;
 	size_t clen = 0, used = 0, cap = 0;
 	int64_t deadline = mlrti_now_ms() + REMOTE_TIMEOUT_MS;
@@ -266,17 +264,8 @@ static int remote_json(const char *rsh, const char *host, json_t **out, char *wh
 		return -1;
 	}
 	self[self_len] = '\0';
-	fail |= rsh_quote(cmd, sizeof(cmd), &clen, "cd");
-	fail |= rsh_quote(cmd, sizeof(cmd), &clen, cwd);
-	clen += (size_t)snprintf(cmd + clen, sizeof(cmd) - clen, " && exec");
-	fail |= rsh_quote(cmd, sizeof(cmd), &clen, "env");
-	snprintf(var, sizeof(var), "MLRT_HOSTNAME=%s", host);
-	fail |= rsh_quote(cmd, sizeof(cmd), &clen, var);
-	for (char **v = environ; *v != NULL; v++)
-		if ((strncmp(*v, "MLRT_", 5) == 0 || strncmp(*v, "FI_", 3) == 0) &&
-		    strncmp(*v, "MLRT_HOSTNAME=", 14) != 0 && strncmp(*v, "MLRT_IFNAME=", 12) != 0)
-			fail |= rsh_quote(cmd, sizeof(cmd), &clen, *v);
-	fail |= rsh_quote(cmd, sizeof(cmd), &clen, self);
+	cmd[0] = '\0';
+	fail |= rsh_mlrun_command(cmd, sizeof(cmd), &clen, cwd, self, host, NULL, 0);
 	fail |= rsh_quote(cmd, sizeof(cmd), &clen, "devices");
 	fail |= rsh_quote(cmd, sizeof(cmd), &clen, "--json");
 	if (fail || rsh_argv(rsh, host, cmd + 1, &argv, &we) != 0) {
@@ -429,10 +418,7 @@ int devices_main(int argc, char **argv)
 	}
 	if (list != NULL || file != NULL)
 		return remote_main(list, file, rsh, json);
-	if (getenv("MLRT_HOSTNAME") != NULL && getenv("MLRT_HOSTNAME")[0] != '\0')
-		snprintf(host, sizeof(host), "%s", getenv("MLRT_HOSTNAME"));
-	else
-		gethostname(host, sizeof(host) - 1);
+	hosts_this_name(host, sizeof(host));
 	rc = inventory(host, &d, &n, &driver, &runtime);
 	if (rc == MLRT_ERR_UNSUPPORTED) {
 		fprintf(stderr, "mlrun devices: this mlrun was built without CUDA\n");

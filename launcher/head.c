@@ -28,8 +28,6 @@
 #define TICK_MS 100
 #define CHECKIN_WAIT_MS 30000 /* an agent that never checks in stops holding up the others */
 
-extern char **environ;
-
 /* One host's agent, as the head sees it. */
 typedef struct remote {
 	pid_t pid;          /* the --rsh process (0: not running) */
@@ -54,24 +52,6 @@ typedef struct head {
 	int64_t kill_at;    /* once stopping: when SIGTERM turns into SIGKILL */
 } head;
 
-/* Variables the agents get: the ones named with -x, and mlrt's,
- * libfabric's and NCCL's settings (MLRT_IFNAME and MLRT_HOSTNAME are per
- * host). */
-static int forwarded(const mlrun_opts *o, const char *entry)
-{
-	size_t n = strcspn(entry, "=");
-
-	if ((strncmp(entry, "MLRT_", 5) == 0 || strncmp(entry, "FI_", 3) == 0 ||
-	     strncmp(entry, "NCCL_", 5) == 0) &&
-	    strncmp(entry, "MLRT_IFNAME=", 12) != 0 && strncmp(entry, "MLRT_HOSTNAME=", 14) != 0)
-		return 1;
-	for (int i = 0; i < o->nenv_fwd; i++)
-		if (strchr(o->env_fwd[i], '=') == NULL && strlen(o->env_fwd[i]) == n &&
-		    strncmp(o->env_fwd[i], entry, n) == 0)
-			return 1;
-	return 0;
-}
-
 /* The command line an agent runs on host i, as one shell command. */
 static int agent_command(const head *h, int i, char *cmd, size_t cap)
 {
@@ -81,19 +61,8 @@ static int agent_command(const head *h, int i, char *cmd, size_t cap)
 	int fail = 0;
 
 	cmd[0] = '\0';
-	fail |= rsh_quote(cmd, cap, &len, "cd");
-	fail |= rsh_quote(cmd, cap, &len, h->cwd);
-	len += (size_t)snprintf(cmd + len, cap - len, " && exec");
-	fail |= rsh_quote(cmd, cap, &len, "env");
-	snprintf(num, sizeof(num), "MLRT_HOSTNAME=%s", h->hosts[i].name);
-	fail |= rsh_quote(cmd, cap, &len, num);
-	for (char **e = environ; *e != NULL; e++)
-		if (forwarded(o, *e))
-			fail |= rsh_quote(cmd, cap, &len, *e);
-	for (int k = 0; k < o->nenv_fwd; k++)
-		if (strchr(o->env_fwd[k], '=') != NULL)
-			fail |= rsh_quote(cmd, cap, &len, o->env_fwd[k]);
-	fail |= rsh_quote(cmd, cap, &len, h->self);
+	fail |= rsh_mlrun_command(cmd, cap, &len, h->cwd, h->self, h->hosts[i].name, o->env_fwd,
+	                          o->nenv_fwd);
 	fail |= rsh_quote(cmd, cap, &len, "--agent");
 	fail |= rsh_quote(cmd, cap, &len, "--rdzv-endpoint");
 	fail |= rsh_quote(cmd, cap, &len, h->store_addr);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "launcher/hosts.h"
 #include "runtime/common.h"
@@ -145,4 +146,15 @@ int hosts_parse_file(const char *path, int default_slots, host_entry **hosts, in
 	if (*n == 0)
 		return fail(hosts, n, err, cap, "hostfile %s names no host", path);
 	return 0;
+}
+
+void hosts_this_name(char *buf, size_t len)
+{
+	const char *v = getenv("MLRT_HOSTNAME");
+
+	if (v != NULL && v[0] != '\0')
+		snprintf(buf, len, "%s", v);
+	else if (gethostname(buf, len - 1) != 0)
+		snprintf(buf, len, "localhost");
+	buf[len - 1] = '\0';
 }

@@ -23,4 +23,9 @@ int hosts_parse_list(const char *list, int default_slots, host_entry **hosts, in
 int hosts_parse_file(const char *path, int default_slots, host_entry **hosts, int *n,
                      char *err, size_t cap);
 
+/* This host's name in a job: MLRT_HOSTNAME when set (tests run several
+ * "hosts" on one machine; the head sets it for each agent), else the
+ * machine's. */
+void hosts_this_name(char *buf, size_t len);
+
 #endif

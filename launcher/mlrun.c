@@ -31,6 +31,7 @@
 #include "launcher/ckpt_cli.h"
 #include "launcher/devices.h"
 #include "launcher/head.h"
+#include "launcher/hosts.h"
 #include "launcher/membership.h"
 #include "launcher/options.h"
 #include "runtime/common.h"
@@ -258,12 +259,8 @@ static int run_job(mlrun_opts *o)
 	}
 	if (o->tag_output < 0)
 		o->tag_output = isatty(STDOUT_FILENO);
-	/* MLRT_HOSTNAME names this host in the gang (tests run several "hosts"
-	 * on one machine); the workers see it too. */
-	if (getenv("MLRT_HOSTNAME") != NULL && getenv("MLRT_HOSTNAME")[0] != '\0')
-		snprintf(host, sizeof(host), "%s", getenv("MLRT_HOSTNAME"));
-	else
-		gethostname(host, sizeof(host) - 1);
+	/* This host's name in the gang; the workers see MLRT_HOSTNAME too. */
+	hosts_this_name(host, sizeof(host));
 	/* Gang semantics: a host that cannot meet the job's GPU needs starts
 	 * nothing. */
 	{

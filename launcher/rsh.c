@@ -31,6 +31,47 @@ int rsh_quote(char *buf, size_t cap, size_t *len, const char *s)
 	return 0;
 }
 
+extern char **environ;
+
+/* Whether entry ("NAME=value") goes to the hosts. */
+static int forwarded(const char *entry, const char *const *fwd, int nfwd)
+{
+	size_t n = strcspn(entry, "=");
+
+	if ((strncmp(entry, "MLRT_", 5) == 0 || strncmp(entry, "FI_", 3) == 0 ||
+	     strncmp(entry, "NCCL_", 5) == 0) &&
+	    strncmp(entry, "MLRT_IFNAME=", 12) != 0 && strncmp(entry, "MLRT_HOSTNAME=", 14) != 0)
+		return 1;
+	for (int i = 0; i < nfwd; i++)
+		if (strchr(fwd[i], '=') == NULL && strlen(fwd[i]) == n && strncmp(fwd[i], entry, n) == 0)
+			return 1;
+	return 0;
+}
+
+int rsh_mlrun_command(char *buf, size_t cap, size_t *len, const char *cwd, const char *self,
+                      const char *host, const char *const *fwd, int nfwd)
+{
+	char var[512];
+	int fail = 0;
+
+	fail |= rsh_quote(buf, cap, len, "cd");
+	fail |= rsh_quote(buf, cap, len, cwd);
+	if (*len + 8 >= cap)
+		return -1;
+	*len += (size_t)snprintf(buf + *len, cap - *len, " && exec");
+	fail |= rsh_quote(buf, cap, len, "env");
+	snprintf(var, sizeof(var), "MLRT_HOSTNAME=%s", host);
+	fail |= rsh_quote(buf, cap, len, var);
+	for (char **e = environ; *e != NULL; e++)
+		if (forwarded(*e, fwd, nfwd))
+			fail |= rsh_quote(buf, cap, len, *e);
+	for (int k = 0; k < nfwd; k++)
+		if (strchr(fwd[k], '=') != NULL)
+			fail |= rsh_quote(buf, cap, len, fwd[k]);
+	fail |= rsh_quote(buf, cap, len, self);
+	return fail ? -1 : 0;
+}
+
 /* rsh as words for host: {host} replaced by it, else it follows. */
 static int rsh_words(const char *rsh, const char *host, wordexp_t *we)
 {
