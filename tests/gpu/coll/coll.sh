@@ -6,8 +6,16 @@
 #   N ranks, N = GPUs >= 2     NCCL, each rank on a GPU of its own
 # and checks from the log that the expected path ran.  Skips (77) without
 # a GPU.  $1 = fault: instead, a rank killed during staged device
-# allreduces must leave the others with MLRT_ERR_PEER_LOST within 5 s.
+# allreduces must leave the others with MLRT_ERR_PEER_LOST within 5 s;
+# fault-nccl: the same through NCCL, two ranks on two GPUs (skips with
+# fewer).
+#
+# Against the fake CUDA and NCCL (tests/gpu/fake, preloaded by meson;
+# FAKE_CUDA_DEVICES=1): also NCCL with FAKE_NCCL_GPUS ranks on as many
+# fake GPUs, and NCCL forced on a shared GPU must fail with NCCL's
+# reason, not hang.
 . "$MESON_SOURCE_ROOT/tests/mp/lib.sh"
+export FAKE_NCCL_DIR=$TMP # the fake NCCL's files, if it is preloaded
 
 ndev=$("$DEV_CHECK" --count 2>/dev/null) || fail "dev_check --count failed"
 if [ "${ndev:-0}" -eq 0 ]; then
@@ -31,17 +39,24 @@ run() {
 	forced-staged) pat="comm: staged collectives on device [0-9]" ;;
 	esac
 	grep -q "$pat" "$TMP/err" || fail "np $np: did not take the $path path: $(head -c 2000 "$TMP/err")"
+	! grep "did not finalize" "$TMP/err" || fail "np $np: a healthy NCCL communicator was aborted at close"
 	echo "ok: np $np, $path $*"
 }
 
-if [ "${1:-}" = fault ]; then
-	np=2
-	mkdir "$TMP/spin"
-	"$MLRUN" -np $np --no-tag-output --max-restarts 0 -- "$DEV_CHECK" spin "$TMP/spin" \
-		>"$TMP/out" 2>"$TMP/err" &
+# fault PATH [ENV...]: two ranks spin on device allreduces; rank 1 is
+# killed; rank 0 must report MLRT_ERR_PEER_LOST within 5 s.
+fault() {
+	local path=$1 np=2
+	shift
+	mkdir -p "$TMP/spin"
+	rm -f "$TMP"/spin/*
+	env "$@" "$MLRUN" -np $np --no-tag-output --max-restarts 0 -- env MLRT_LOG_LEVEL=debug \
+		"$DEV_CHECK" spin "$TMP/spin" >"$TMP/out" 2>"$TMP/err" &
 	mlrun_pid=$!
 	cleanup_hooks+=("kill -9 $mlrun_pid 2>/dev/null")
 	wait_for_files $np "$TMP/spin/pid-r*" 120 || fail "workers did not start: $(cat "$TMP/err")"
+	grep -q "device collectives through NCCL" "$TMP/err" && took_path=nccl || took_path=staged
+	[ "$took_path" = "$path" ] || fail "took the $took_path path, want $path: $(head -c 2000 "$TMP/err")"
 	sleep 1 # let the allreduces run
 	killed_at=$(now_ms)
 	kill -9 "$(cat "$TMP/spin/pid-r1")"
@@ -51,14 +66,32 @@ if [ "${1:-}" = fault ]; then
 	line=$(grep "^spin: rank 0 failed" "$TMP/out") || fail "rank 0 did not report: $(cat "$TMP/out" "$TMP/err")"
 	case "$line" in
 	*"peer lost"*) ;;
-	*) fail "rank 0: $line (want peer lost)" ;;
+	*) fail "rank 0: $line (want peer lost): $(tail -c 2000 "$TMP/err")" ;;
 	esac
 	at=$(echo "$line" | sed 's/.* failed at \([0-9]*\).*/\1/')
 	took=$((at - killed_at))
-	echo "ok: rank 0: MLRT_ERR_PEER_LOST $took ms after the kill (staged device allreduce)"
+	echo "ok: rank 0: MLRT_ERR_PEER_LOST $took ms after the kill ($path device allreduce $*)"
 	[ $took -lt 5000 ] || fail "rank 0 took $took ms to notice (want < 5000)"
+}
+
+case "${1:-}" in
+fault)
+	fault staged
 	exit 0
-fi
+	;;
+fault-nccl)
+	if [ -n "${FAKE_NCCL_GPUS:-}" ]; then
+		fault nccl FAKE_CUDA_DEVICES=2 FAKE_NCCL_PEER_DEATH=hang
+		fault nccl FAKE_CUDA_DEVICES=2 FAKE_NCCL_PEER_DEATH=remote
+	elif [ "$ndev" -ge 2 ]; then
+		fault nccl
+	else
+		echo "SKIP: NCCL with two ranks needs two GPUs; this machine has $ndev" >&2
+		exit 77
+	fi
+	exit 0
+	;;
+esac
 
 run 1 nccl
 run 2 staged
@@ -67,6 +100,20 @@ run 2 staged MLRT_STAGE_CHUNK_BYTES=65536
 run 1 forced-staged MLRT_DEVICE_COLL=staged
 if [ "$ndev" -ge 2 ]; then
 	run "$ndev" nccl
+elif [ -n "${FAKE_NCCL_GPUS:-}" ]; then
+	FAKE_CUDA_DEVICES=$FAKE_NCCL_GPUS run "$FAKE_NCCL_GPUS" nccl
 else
 	echo "note: one GPU here: NCCL with several ranks needs as many GPUs (not run)"
+fi
+
+# NCCL forced on a shared GPU: refused at init with NCCL's reason.
+if [ -n "${FAKE_NCCL_GPUS:-}" ] || [ "$ndev" -eq 1 ]; then
+	timeout 120 "$MLRUN" -np 2 --no-tag-output --max-restarts 0 -- env MLRT_DEVICE_COLL=nccl \
+		"$DEV_CHECK" >"$TMP/out" 2>"$TMP/err"
+	rc=$?
+	[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "NCCL forced on one GPU: exit $rc: $(head -c 3000 "$TMP/err")"
+	want="comm: NCCL init on device 0 (rank [01] of 2): "
+	[ -z "${FAKE_NCCL_GPUS:-}" ] || want="$want.*Duplicate GPU"
+	grep -q "$want" "$TMP/err" || fail "NCCL forced on one GPU: no '$want': $(head -c 3000 "$TMP/err")"
+	echo "ok: NCCL forced with 2 ranks on one GPU fails at init, saying why"
 fi
