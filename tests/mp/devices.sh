@@ -2,6 +2,7 @@
 # GPU requirements a host cannot meet refuse the job before anything
 # starts, naming the host; with GPUs, each worker gets its own through
 # CUDA_VISIBLE_DEVICES.  Skips (77) when mlrun was built without CUDA.
+# Also run against the fake CUDA and NVML with two GPUs (devices_fake).
 . "$(dirname "$0")/lib.sh"
 
 if ! "$MLRUN" devices >"$TMP/table" 2>"$TMP/err"; then
@@ -21,6 +22,34 @@ for g in d["devices"]:
     assert g["uuid"].startswith("GPU-") and g["mem_total"] > 0 and g["mem_free"] <= g["mem_total"]
 PY
 echo "mlrun devices: $n device(s), table and JSON agree"
+
+# Against the fake CUDA and NVML (tests/gpu/fake, test devices_fake):
+# every field as the fakes define it, and what CUDA_VISIBLE_DEVICES hides
+# is not listed.
+if [ -n "${FAKE_CUDA_DEVICES:-}" ]; then
+	[ "$n" -eq "$FAKE_CUDA_DEVICES" ] || fail "$n devices, the fake has $FAKE_CUDA_DEVICES"
+	python3 - "$TMP/json" <<'PY' || fail "fields: $(cat "$TMP/json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["cuda_driver"] == "13.0", d["cuda_driver"]
+for i, g in enumerate(d["devices"]):
+    want = {"index": i, "name": f"fake CUDA device {i} (tests/gpu/fake)",
+            "uuid": f"GPU-face0000-0000-0000-0000-0000000000{i:02x}",
+            "pci_bus_id": f"0000:{i + 1:02x}:00.0", "mem_total": 80 << 30,
+            "mem_free": 79 << 30, "compute_capability": "9.0", "util_percent": 30 + i,
+            "mem_used": 1 << 30}
+    assert g == want, (g, want)
+PY
+	grep -q "^1   fake CUDA device 1 (tests/gp GPU-face0000-0000-0000-0000-000000000001 0000:02:00.0 *81920 *80896 9.0 *31%$" \
+		"$TMP/table" || fail "table row of GPU 1: $(cat "$TMP/table")"
+	CUDA_VISIBLE_DEVICES=1 "$MLRUN" devices --json >"$TMP/json1" || fail "mlrun devices under CUDA_VISIBLE_DEVICES=1"
+	python3 - "$TMP/json1" <<'PY' || fail "CUDA_VISIBLE_DEVICES=1: $(cat "$TMP/json1")"
+import json, sys
+d = json.load(open(sys.argv[1]))["devices"]
+assert len(d) == 1 and d[0]["index"] == 0 and d[0]["uuid"].endswith("000000000001"), d
+PY
+	echo "fake GPUs: names, UUIDs, PCI ids, memory (CUDA and NVML), utilisation as the fakes define them"
+fi
 
 # More GPUs than the host has: refused, naming the host, nothing started.
 want=$((n + 1))

@@ -25,6 +25,12 @@
  *   FAKE_CUDA_DELAY_US=N    most a stream waits before a piece of work
  *                           (default 300; 0: never)
  *
+ * Each device has 80 GiB, 1 GiB of it used by "other processes"; its UUID
+ * is GPU-face0000-0000-0000-0000-0000000000NN and its PCI bus id
+ * 0000:MM:00.0, NN and MM - 1 being the physical GPU (in hex).  A
+ * process that exits holding a reference to a primary context
+ * (cuDevicePrimaryCtxRetain) exits 70, saying so.
+ *
  * Also runs bench_gpu_ckpt at a small size, to try the benchmark itself:
  *   LD_PRELOAD=.../libfake_cuda.so BENCH_GPU_CKPT_GIB=0.05 bash gpu_ckpt.sh
  *
@@ -444,8 +450,20 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flag
 
 /* ---- driver API, as runtime/device.c loads it ---- */
 
+#define FAKE_MEM_TOTAL ((size_t)80 << 30)
+#define FAKE_MEM_OTHERS ((size_t)1 << 30) /* "used by other processes" */
+
+static int primary_refs[MAX_DEVICES];  /* cuDevicePrimaryCtxRetain's references */
+static _Thread_local int ctx_top = -1; /* the device of the context pushed last */
+
 int cuInit(unsigned int flags);
 int cuPointerGetAttribute(void *data, int attribute, unsigned long long ptr);
+int cuDeviceGet(int *dev, int ordinal);
+int cuDevicePrimaryCtxRetain(void **ctx, int dev);
+int cuDevicePrimaryCtxRelease_v2(int dev);
+int cuCtxPushCurrent_v2(void *ctx);
+int cuCtxPopCurrent_v2(void **ctx);
+int cuMemGetInfo_v2(size_t *free_b, size_t *total_b);
 
 int cuInit(unsigned int flags)
 {
@@ -469,6 +487,78 @@ int cuPointerGetAttribute(void *data, int attribute, unsigned long long ptr)
 	return 0;
 }
 
+int cuDeviceGet(int *dev, int ordinal)
+{
+	if (ordinal < 0 || ordinal >= devices())
+		return 101; /* CUDA_ERROR_INVALID_DEVICE */
+	*dev = ordinal;
+	return 0;
+}
+
+/* A context is its device's number plus one. */
+int cuDevicePrimaryCtxRetain(void **ctx, int dev)
+{
+	if (dev < 0 || dev >= devices())
+		return 101;
+	__atomic_add_fetch(&primary_refs[dev], 1, __ATOMIC_RELAXED);
+	*ctx = (void *)(uintptr_t)(dev + 1);
+	return 0;
+}
+
+int cuDevicePrimaryCtxRelease_v2(int dev)
+{
+	if (dev < 0 || dev >= devices())
+		return 101;
+	if (__atomic_sub_fetch(&primary_refs[dev], 1, __ATOMIC_RELAXED) < 0)
+		fake_misuse("cuDevicePrimaryCtxRelease of device %d without a reference", dev);
+	return 0;
+}
+
+int cuCtxPushCurrent_v2(void *ctx)
+{
+	if (ctx_top >= 0)
+		fake_misuse("cuCtxPushCurrent over another context (this fake keeps one)");
+	ctx_top = (int)(uintptr_t)ctx - 1;
+	return 0;
+}
+
+int cuCtxPopCurrent_v2(void **ctx)
+{
+	if (ctx_top < 0)
+		return 201; /* CUDA_ERROR_INVALID_CONTEXT */
+	if (ctx != NULL)
+		*ctx = (void *)(uintptr_t)(ctx_top + 1);
+	ctx_top = -1;
+	return 0;
+}
+
+int cuMemGetInfo_v2(size_t *free_b, size_t *total_b)
+{
+	size_t used = FAKE_MEM_OTHERS;
+
+	if (ctx_top < 0)
+		return 201; /* no current context */
+	pthread_mutex_lock(&mem_mu);
+	for (int i = 0; i < MAX_ALLOCS; i++)
+		if (allocs[i].p != NULL && allocs[i].device == ctx_top)
+			used += allocs[i].n;
+	pthread_mutex_unlock(&mem_mu);
+	*total_b = FAKE_MEM_TOTAL;
+	*free_b = FAKE_MEM_TOTAL - used;
+	return 0;
+}
+
+/* A launcher that only looks must leave no context behind. */
+__attribute__((destructor)) static void check_contexts(void)
+{
+	for (int d = 0; d < MAX_DEVICES; d++)
+		if (primary_refs[d] > 0) {
+			fprintf(stderr, "fake CUDA/NCCL: misuse (pid %d): %d reference(s) to device %d's "
+			        "primary context never released\n", (int)getpid(), primary_refs[d], d);
+			_exit(70);
+		}
+}
+
 /* ---- runtime API: devices ---- */
 
 cudaError_t cudaGetDeviceCount(int *count)
@@ -488,7 +578,7 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int device)
 	p->uuid.bytes[0] = (char)0xfa;
 	p->uuid.bytes[1] = (char)0xce;
 	p->uuid.bytes[15] = (char)g;
-	p->totalGlobalMem = (size_t)1 << 30;
+	p->totalGlobalMem = FAKE_MEM_TOTAL;
 	p->major = 9;
 	return cudaSuccess;
 }
