@@ -1,5 +1,7 @@
-/* The CPU emulation's own calls (fake_cuda.c), beside the stand-in CUDA
- * API of include/: for kernel_emu.hpp and the test.  One thread. */
+/* The CPU emulation's own calls, beside the stand-in CUDA API of
+ * include/: for kernel_emu.hpp, fake_cublas.c and the test.  Defined by
+ * fake_cuda.c for the unit test (one thread), and by on_fake.c over the
+ * preloaded tests/gpu/fake for the whole program. */
 #ifndef EMU_EMU_H
 #define EMU_EMU_H
 
@@ -20,10 +22,17 @@ int emu_device_range(const void *p, size_t *avail);
  * pointer handed to a kernel, a gemm reading past an allocation). */
 void emu_violation(const char *what, const char *why);
 
+/* Abort (emu_violation) unless p is device memory with bytes left in its
+ * block (dev), or is not device memory (!dev). */
+void emu_need(const void *p, size_t bytes, int dev, const char *what);
+
+/* Before a kernel runs: it follows the work queued before it. */
+void emu_before_launch(void);
+
 /* A launch failed: cudaGetLastError returns e next. */
 void emu_launch_failed(cudaError_t e);
 
-/* Device allocations not yet freed. */
+/* Device allocations not yet freed (fake_cuda.c only). */
 int emu_live_blocks(void);
 
 /* Kernels launched and cublasSgemm calls made so far. */

@@ -54,6 +54,7 @@ template <class... P> struct emu_launch {
 			return;
 		}
 		(emu_check_arg(args), ...);
+		emu_before_launch();
 		gridDim = grid;
 		blockDim = block;
 		for (unsigned int b = 0; b < grid.x; b++)

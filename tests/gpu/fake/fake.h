@@ -15,6 +15,14 @@ void fake_misuse(const char *fmt, ...) __attribute__((format(printf, 1, 2), nore
 /* The device of the fake allocation holding all of [p, p + n), or -1. */
 int fake_device_of_range(const void *p, size_t n);
 
+/* The device of the fake allocation holding p, or -1; *avail (may be
+ * NULL) gets the bytes from p to the allocation's end. */
+int fake_device_range(const void *p, size_t *avail);
+
+/* A kernel launch failed: cudaGetLastError returns e next (for the CPU
+ * emulation of kernels, tests/gpu/emu/on_fake.c). */
+void fake_launch_failed(cudaError_t e);
+
 /* The physical GPU behind ordinal `device` of this process (it honours
  * CUDA_VISIBLE_DEVICES), or -1. */
 int fake_physical_gpu(int device);

@@ -83,6 +83,15 @@ static int alloc_of(const void *q)
 	return found;
 }
 
+int fake_device_range(const void *p, size_t *avail)
+{
+	int i = alloc_of(p);
+
+	if (i >= 0 && avail != NULL)
+		*avail = (size_t)(allocs[i].p + allocs[i].n - (const char *)p);
+	return i >= 0 ? allocs[i].device : -1;
+}
+
 int fake_device_of_range(const void *p, size_t n)
 {
 	int i = alloc_of(p);
@@ -727,6 +736,21 @@ cudaError_t cudaMemset(void *p, int value, size_t n)
 	drain_all();
 	memset(p, value, n);
 	return cudaSuccess;
+}
+
+static _Thread_local cudaError_t last_error;
+
+void fake_launch_failed(cudaError_t e)
+{
+	last_error = e;
+}
+
+cudaError_t cudaGetLastError(void)
+{
+	cudaError_t e = last_error;
+
+	last_error = cudaSuccess;
+	return e;
 }
 
 const char *cudaGetErrorString(cudaError_t e)

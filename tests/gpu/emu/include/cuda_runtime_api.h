@@ -31,6 +31,7 @@ typedef enum cudaMemcpyKind {
 
 typedef struct CUstream_st *cudaStream_t;
 
+cudaError_t cudaSetDevice(int device); /* mlp_gpu.c; in tests/gpu/fake only */
 cudaError_t cudaMalloc(void **p, size_t bytes);
 cudaError_t cudaFree(void *p);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind);
