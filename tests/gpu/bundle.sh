@@ -71,13 +71,15 @@ timeout 120 python3 tests/gpu/manifest.py "$build" . "$tmp" || die "cannot list 
 is_elf() { [ "$(od -An -N4 -c "$1" 2>/dev/null | tr -d ' ')" = '177ELF' ]; }
 
 # What to copy from the build tree: every executable and shared library
-# (objects and static archives stay behind) except the cmocka unit tests,
-# which do not run there; and whatever file a kept check names.
+# (objects and static archives stay behind) except the cmocka unit tests
+# and the fake GPU stack with the programs built on it (tests/gpu/fake,
+# tests/gpu/emu), which do not run there; and whatever file a kept check
+# names.
 files=()
 while IFS= read -r f; do
 	f=${f#./}
 	case "$f" in
-	*.o | *.a | tests/test_*) continue ;;
+	*.o | *.a | tests/test_* | tests/gpu/fake/* | tests/gpu/emu/*) continue ;;
 	esac
 	is_elf "$build/$f" && files+=("$f")
 done < <(cd "$build" && find . \( -name '*.p' -o -name 'meson-*' \) -prune -o -type f -perm -u+x -print | sort)
