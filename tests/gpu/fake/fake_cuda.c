@@ -13,7 +13,7 @@
  * that a missing wait shows as a wrong result rather than passing by luck.
  * What the real API forbids and a real GPU would punish (a copy in the
  * wrong direction or past the end of an allocation, a device pointer of
- * another device) aborts the process with "fake CUDA: misuse".
+ * another device) aborts the process with "fake CUDA/NCCL: misuse".
  *
  * The legacy default stream (0) is synchronous here: its work waits for
  * all the work queued on the process's blocking streams, then runs.
@@ -34,7 +34,8 @@
  * Also runs bench_gpu_ckpt at a small size, to try the benchmark itself:
  *   LD_PRELOAD=.../libfake_cuda.so BENCH_GPU_CKPT_GIB=0.05 bash gpu_ckpt.sh
  *
- * Not a CUDA: no kernels; all memory is the host's. */
+ * Not a CUDA: it runs no kernels (tests/gpu/emu runs examples/mlp_gpu's
+ * on the CPU, over this); all memory is the host's. */
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
