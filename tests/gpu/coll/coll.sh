@@ -55,8 +55,15 @@ fault() {
 	mlrun_pid=$!
 	cleanup_hooks+=("kill -9 $mlrun_pid 2>/dev/null")
 	wait_for_files $np "$TMP/spin/pid-r*" 120 || fail "workers did not start: $(cat "$TMP/err")"
-	grep -q "device collectives through NCCL" "$TMP/err" && took_path=nccl || took_path=staged
-	[ "$took_path" = "$path" ] || fail "took the $took_path path, want $path: $(head -c 2000 "$TMP/err")"
+	# Rank 0's choice, as soon as mlrun has passed its log line on.
+	took_path=
+	for _ in $(seq 50); do
+		grep -q "device collectives through NCCL" "$TMP/err" && took_path=nccl
+		grep -q "device collectives staged through host memory" "$TMP/err" && took_path=staged
+		[ -z "$took_path" ] || break
+		sleep 0.1
+	done
+	[ "$took_path" = "$path" ] || fail "took the ${took_path:-unknown} path, want $path: $(head -c 2000 "$TMP/err")"
 	sleep 1 # let the allreduces run
 	killed_at=$(now_ms)
 	kill -9 "$(cat "$TMP/spin/pid-r1")"

@@ -9,8 +9,7 @@
 
 long emu_gemms;
 
-/* emu.h: p must be device memory with bytes left in its block (dev), or must not
- * be device memory (!dev). */
+/* emu.h */
 void emu_need(const void *p, size_t bytes, int dev, const char *what)
 {
 	size_t avail = 0;

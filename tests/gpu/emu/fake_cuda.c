@@ -144,4 +144,3 @@ const char *cudaGetErrorName(cudaError_t e)
 {
 	return e == cudaSuccess ? "cudaSuccess" : "cudaErrorEmulated";
 }
-
