@@ -12,8 +12,8 @@
 #
 # Against the fake CUDA and NCCL (tests/gpu/fake, preloaded by meson;
 # FAKE_CUDA_DEVICES=1): also NCCL with FAKE_NCCL_GPUS ranks on as many
-# fake GPUs, and NCCL forced on a shared GPU must fail with NCCL's
-# reason, not hang.
+# fake GPUs, a device copy that faults on one rank, and NCCL forced on a
+# shared GPU, which must fail with NCCL's reason, not hang.
 . "$MESON_SOURCE_ROOT/tests/mp/lib.sh"
 export FAKE_NCCL_DIR=$TMP # the fake NCCL's files, if it is preloaded
 
@@ -111,6 +111,21 @@ elif [ -n "${FAKE_NCCL_GPUS:-}" ]; then
 	FAKE_CUDA_DEVICES=$FAKE_NCCL_GPUS run "$FAKE_NCCL_GPUS" nccl
 else
 	echo "note: one GPU here: NCCL with several ranks needs as many GPUs (not run)"
+fi
+
+# Fake only: a device copy that faults on rank 1 in the middle of the
+# staged collectives fails them on both ranks at once, naming the fault
+# there and the lost peer here.
+if [ -n "${FAKE_NCCL_GPUS:-}" ]; then
+	timeout 120 "$MLRUN" -np 2 --no-tag-output --max-restarts 0 -- env FAKE_CUDA_FAIL_COPY=40 \
+		"$DEV_CHECK" >"$TMP/out" 2>"$TMP/err"
+	rc=$?
+	[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "a faulted copy: exit $rc: $(head -c 3000 "$TMP/err")"
+	grep -q "^\[mlrt 1\] error: comm: staged allreduce on device 0: cudaMemcpyAsync failed: .*cudaErrorIllegalAddress" \
+		"$TMP/err" || fail "a faulted copy: rank 1 did not say so: $(head -c 3000 "$TMP/err")"
+	grep -q "^rank 0: FAIL: allreduce .*: peer lost" "$TMP/err" ||
+		fail "a faulted copy: rank 0 not told: $(head -c 3000 "$TMP/err")"
+	echo "ok: a device copy faulting on rank 1 fails the collective there, and rank 0 learns the peer is lost"
 fi
 
 # NCCL forced on a shared GPU: refused at init with NCCL's reason.
