@@ -8,7 +8,8 @@
 # a GPU.  $1 = fault: instead, a rank killed during staged device
 # allreduces must leave the others with MLRT_ERR_PEER_LOST within 5 s;
 # fault-nccl: the same through NCCL, two ranks on two GPUs (skips with
-# fewer).
+# fewer), and against the fake also a rank that stops (SIGSTOP), which
+# must give the other MLRT_ERR_TIMEOUT, not a hang.
 #
 # Against the fake CUDA and NCCL (tests/gpu/fake, preloaded by meson;
 # FAKE_CUDA_DEVICES=1): also NCCL with FAKE_NCCL_GPUS ranks on as many
@@ -44,17 +45,22 @@ run() {
 }
 
 # fault PATH [ENV...]: two ranks spin on device allreduces; rank 1 is
-# killed; rank 0 must report MLRT_ERR_PEER_LOST within 5 s.
+# killed; rank 0 must report MLRT_ERR_PEER_LOST within 5 s.  With
+# STOP=1 in ENV, rank 1 is stopped (SIGSTOP) instead: alive but silent,
+# it must cost rank 0 MLRT_ERR_TIMEOUT after MLRT_TIMEOUT_MS (3 s here).
 fault() {
-	local path=$1 np=2
+	local path=$1 np=2 stop=0 want="peer lost" within=5000 sig=KILL rc_want=137
 	shift
+	[[ " $* " == *" STOP=1 "* ]] && stop=1 want="timed out" within=6000 sig=STOP rc_want=3
 	mkdir -p "$TMP/spin"
 	rm -f "$TMP"/spin/*
 	env "$@" "$MLRUN" -np $np --no-tag-output --max-restarts 0 -- env MLRT_LOG_LEVEL=debug \
-		"$DEV_CHECK" spin "$TMP/spin" >"$TMP/out" 2>"$TMP/err" &
+		MLRT_TIMEOUT_MS=$((stop ? 3000 : 120000)) "$DEV_CHECK" spin "$TMP/spin" \
+		>"$TMP/out" 2>"$TMP/err" &
 	mlrun_pid=$!
 	cleanup_hooks+=("kill -9 $mlrun_pid 2>/dev/null")
 	wait_for_files $np "$TMP/spin/pid-r*" 120 || fail "workers did not start: $(cat "$TMP/err")"
+	cleanup_hooks+=("kill -9 $(cat "$TMP/spin/pid-r1") 2>/dev/null")
 	# Rank 0's choice, as soon as mlrun has passed its log line on.
 	took_path=
 	for _ in $(seq 50); do
@@ -66,19 +72,19 @@ fault() {
 	[ "$took_path" = "$path" ] || fail "took the ${took_path:-unknown} path, want $path: $(head -c 2000 "$TMP/err")"
 	sleep 1 # let the allreduces run
 	killed_at=$(now_ms)
-	kill -9 "$(cat "$TMP/spin/pid-r1")"
+	kill -$sig "$(cat "$TMP/spin/pid-r1")"
 	wait "$mlrun_pid"
 	rc=$?
-	[ $rc -eq 137 ] || fail "mlrun exited $rc, want 137: $(cat "$TMP/err")"
+	[ $rc -eq $rc_want ] || fail "mlrun exited $rc, want $rc_want: $(cat "$TMP/err")"
 	line=$(grep "^spin: rank 0 failed" "$TMP/out") || fail "rank 0 did not report: $(cat "$TMP/out" "$TMP/err")"
 	case "$line" in
-	*"peer lost"*) ;;
-	*) fail "rank 0: $line (want peer lost): $(tail -c 2000 "$TMP/err")" ;;
+	*"$want"*) ;;
+	*) fail "rank 0: $line (want $want): $(tail -c 2000 "$TMP/err")" ;;
 	esac
 	at=$(echo "$line" | sed 's/.* failed at \([0-9]*\).*/\1/')
 	took=$((at - killed_at))
-	echo "ok: rank 0: MLRT_ERR_PEER_LOST $took ms after the kill ($path device allreduce $*)"
-	[ $took -lt 5000 ] || fail "rank 0 took $took ms to notice (want < 5000)"
+	echo "ok: rank 0: '$want' $took ms after SIG$sig to rank 1 ($path device allreduce $*)"
+	[ $took -lt $within ] || fail "rank 0 took $took ms to notice (want < $within)"
 }
 
 case "${1:-}" in
@@ -90,6 +96,7 @@ fault-nccl)
 	if [ -n "${FAKE_NCCL_GPUS:-}" ]; then
 		fault nccl FAKE_CUDA_DEVICES=2 FAKE_NCCL_PEER_DEATH=hang
 		fault nccl FAKE_CUDA_DEVICES=2 FAKE_NCCL_PEER_DEATH=remote
+		fault nccl FAKE_CUDA_DEVICES=2 STOP=1
 	elif [ "$ndev" -ge 2 ]; then
 		fault nccl
 	else
