@@ -223,7 +223,7 @@ static int run_host(mlrt_comm *c, const mlrti_coll_args *a, int counted)
 	if (rc != MLRT_OK)
 		return rc;
 	c->seq++;
-	c->cur_coll = a->coll;
+	atomic_store(&c->cur_coll, (int)a->coll);
 	atomic_store(&c->started_seq, c->seq);
 	if (counted)
 		atomic_fetch_add(&c->collectives, 1);

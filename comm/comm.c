@@ -75,7 +75,9 @@ int mlrti_comm_fail(mlrt_comm *c, int status)
 		if (status != MLRT_ERR_INVALID)
 			mlrt_log(MLRT_LOG_ERROR, "comm: communicator failed at collective #%u (%s): %s; "
 			                         "it refuses further collectives",
-			         c->seq, mlrti_coll_name(c->cur_coll), mlrt_strerror(status));
+			         atomic_load(&c->started_seq),
+			         mlrti_coll_name((mlrti_coll)atomic_load(&c->cur_coll)),
+			         mlrt_strerror(status));
 		if (c->tcp != NULL)
 			mlrti_tcp_ops.abort(c);
 		if (c->shm != NULL)

@@ -58,10 +58,11 @@ struct mlrt_comm {
 	size_t chunk_bytes;             /* pipeline chunk (MLRT_CHUNK_BYTES) */
 
 	/* Collective numbering: seq counts collectives started (mirrored in
-	 * started_seq for the watchdog); done_seq and done_coll describe the
-	 * last one completed. */
+	 * started_seq for the watchdog and for mlrti_comm_fail, which any
+	 * thread may call); done_seq and done_coll describe the last one
+	 * completed. */
 	uint32_t seq;
-	mlrti_coll cur_coll;            /* the collective in progress */
+	atomic_int cur_coll;            /* the collective in progress (mlrti_coll) */
 	atomic_uint started_seq;
 	atomic_uint done_seq;
 	atomic_int done_coll;

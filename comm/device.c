@@ -166,7 +166,7 @@ static int run(mlrt_comm *c, const mlrti_coll_args *a, int sdev, int rdev)
 	if (d->path == MLRTI_DEVICE_NCCL) {
 		/* One collective on the wire, numbered like a host one. */
 		c->seq++;
-		c->cur_coll = a->coll;
+		atomic_store(&c->cur_coll, (int)a->coll);
 		atomic_store(&c->started_seq, c->seq);
 		MLRTI_CHECK_GOTO(mlrti_nccl_coll(d->nccl, c, a), rc, fail);
 		atomic_store(&c->done_coll, (int)a->coll);

@@ -92,7 +92,8 @@ int mlrti_timed_out(mlrt_comm *c, int peer, const char *doing)
 	describe_laggards(c, laggards, sizeof(laggards));
 	mlrt_log(MLRT_LOG_ERROR,
 	         "comm: collective #%u (%s) timed out after %d ms waiting to %s rank %d%s%s",
-	         c->seq, mlrti_coll_name(c->cur_coll), c->timeout_ms, doing, peer,
+	         c->seq, mlrti_coll_name((mlrti_coll)atomic_load(&c->cur_coll)), c->timeout_ms, doing,
+	         peer,
 	         laggards[0] ? "; never reached it: " : "", laggards);
 	return mlrti_comm_fail(c, MLRT_ERR_TIMEOUT);
 }
