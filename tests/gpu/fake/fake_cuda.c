@@ -95,15 +95,13 @@ int fake_device_range(const void *p, size_t *avail)
 
 int fake_device_of_range(const void *p, size_t n)
 {
-	int i = alloc_of(p);
+	size_t avail = 0;
+	int device = fake_device_range(p, &avail);
 
-	if (i < 0)
-		return -1;
-	if ((const char *)p + n > allocs[i].p + allocs[i].n)
-		fake_misuse("%zu bytes at %p run %zu bytes past the end of a %zu-byte device "
-		            "allocation", n, p, (size_t)((const char *)p + n - allocs[i].p - allocs[i].n),
-		            allocs[i].n);
-	return allocs[i].device;
+	if (device >= 0 && n > avail)
+		fake_misuse("%zu bytes at %p run %zu bytes past the end of a device allocation", n, p,
+		            n - avail);
+	return device;
 }
 
 /* ---- devices ---- */

@@ -376,11 +376,11 @@ static ncclResult_t callable(struct ncclComm *c, const char *call)
 	pthread_mutex_lock(&c->mu);
 	if (c->aborted)
 		fake_misuse("%s on an aborted communicator", call);
-	if (c->call_pending || (c->state == ncclInProgress && !c->finalizing))
-		fake_misuse("%s while the communicator's state is ncclInProgress: poll "
-		            "ncclCommGetAsyncError until it is ncclSuccess first", call);
 	if (c->finalizing)
 		fake_misuse("%s after ncclCommFinalize", call);
+	if (c->call_pending || c->state == ncclInProgress)
+		fake_misuse("%s while the communicator's state is ncclInProgress: poll "
+		            "ncclCommGetAsyncError until it is ncclSuccess first", call);
 	st = c->state;
 	pthread_mutex_unlock(&c->mu);
 	return st;
@@ -394,6 +394,7 @@ static ncclResult_t enqueue(struct ncclComm *c, int kind, const void *send, void
 	size_t sbytes = count * es * (kind == C_REDUCE_SCATTER ? (size_t)c->nranks : 1);
 	size_t rbytes = count * es * (kind == C_ALLGATHER ? (size_t)c->nranks : 1);
 	ncclResult_t st = callable(c, call);
+	int pending;
 	coll *a;
 
 	if (st != ncclSuccess)
@@ -417,14 +418,14 @@ static ncclResult_t enqueue(struct ncclComm *c, int kind, const void *send, void
 	pthread_mutex_lock(&c->mu);
 	c->in_flight++;
 	/* Nonblocking communicators may answer a call with ncclInProgress. */
-	if (!c->blocking && ++c->calls % 3 == 0)
-		c->call_pending = 1;
+	pending = !c->blocking && ++c->calls % 3 == 0;
+	c->call_pending = pending;
 	pthread_mutex_unlock(&c->mu);
 	if (fake_stream_call(stream, run_coll, a) != cudaSuccess) {
 		free(a);
 		return ncclUnhandledCudaError;
 	}
-	return c->call_pending ? ncclInProgress : ncclSuccess;
+	return pending ? ncclInProgress : ncclSuccess;
 }
 
 ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t dt,
